@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny tokenizers and decoder models built offline, in code (no hub)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers import (  # noqa: E402
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaTokenizer,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Tokenizer,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+WORDS = (
+    "the a of and to in is was for on with as by at from that which this it its their "
+    "river city music science history king war church school language island mountain team "
+    "summarize above passage within eight words predict following next original sentence input "
+    "born founded located known built played wrote studied discovered population capital"
+).split()
+
+
+def corpus_lines(n: int = 400, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(5, 30))]
+        lines.append(f'"{" ".join(words).capitalize()}", {rng.choice(WORDS)}: {rng.randint(0, 2000)}. ?!')
+    return lines
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(
+            f"{path} is missing: put the project's shared/ folder beside the repository to run this test"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A Llama-style (SentencePiece-like, BOS) and a Qwen2-style (byte-level BPE, no BOS) tokenizer."""
+    lines = corpus_lines()
+    out = {}
+    llama = LlamaTokenizer().train_new_from_iterator(lines, vocab_size=400)
+    llama.add_bos_token = True
+    out["llama"] = tmp_path_factory.mktemp("tok-llama")
+    llama.save_pretrained(out["llama"])
+    qwen = Qwen2Tokenizer().train_new_from_iterator(lines, vocab_size=600)
+    out["qwen2"] = tmp_path_factory.mktemp("tok-qwen2")
+    qwen.save_pretrained(out["qwen2"])
+    return out
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def arch(request) -> str:
+    return request.param
+
+
+def load_tokenizer(tokenizer_dirs: dict[str, Path], arch: str):
+    return AutoTokenizer.from_pretrained(tokenizer_dirs[arch])
+
+
+def tiny_model(arch: str, vocab_size: int, attn: str = "sdpa", seed: int = 0, tie: bool = False):
+    """A tiny random decoder (vocab as given, hidden 32, 2 layers, 4 heads), fp32, eval mode."""
+    torch.manual_seed(seed)
+    kw = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+        attn_implementation=attn,
+    )
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(bos_token_id=1, eos_token_id=2, pad_token_id=None, **kw))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**kw))
+    return model.eval()
