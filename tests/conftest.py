@@ -92,3 +92,27 @@ def tiny_model(arch: str, vocab_size: int, attn: str = "sdpa", seed: int = 0, ti
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**kw))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer_dirs, tmp_path_factory) -> Path:
+    """A tiny Llama-style causal LM + tokenizer saved as a Hugging Face folder (no slot tokens yet)."""
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = load_tokenizer(tokenizer_dirs, "llama")
+    tiny_model("llama", vocab_size=len(tok)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def pretrain_rows(n: int = 8, seed: int = 0) -> list[dict[str, str]]:
+    lines = corpus_lines(3 * n + 1, seed)
+    return [
+        {"input": lines[i], "output_summarize": lines[i], "output_predict": lines[i + 1]} for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

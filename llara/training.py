@@ -1,0 +1,134 @@
+"""Pieces shared by the two training stages (adaptation, fine-tuning).
+
+* output folders are written as ``<out>.partial/`` (checkpoints + final model) and renamed to
+  ``<out>`` only when complete, so an interrupted run is never taken for a finished one, and a rerun
+  resumes from the last checkpoint in ``<out>.partial/``;
+* the resolved configuration is written beside every artifact (``llara_config.json``);
+* each loss part (``bow_ebae``, ``bow_ebar``, ``lm``...) is logged beside the total loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+import llara
+
+CONFIG_NAME = "llara_config.json"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def code_version() -> str:
+    """``llara.__version__`` plus the git commit of the checkout, when there is one."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(llara.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{llara.__version__}+{commit}" if commit else llara.__version__
+
+
+def resolve_precision(args: TrainingArguments, precision: str) -> TrainingArguments:
+    """``auto``: bf16 on a GPU that has it, fp16 on other GPUs, fp32 on the CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if args.bf16 or args.fp16:
+            return args  # chosen explicitly with --bf16 / --fp16
+        if not torch.cuda.is_available():
+            return args
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return dataclasses.replace(args, bf16=precision == "bf16", fp16=precision == "fp16")
+
+
+def work_dir(output: str | Path) -> Path:
+    return Path(f"{output}.partial")
+
+
+def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
+    """Refuse a finished ``output``; create or reuse ``<output>.partial``; return the checkpoint folder."""
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} already exists and is complete; delete it to train again")
+    work = work_dir(output)
+    previous = work / CONFIG_NAME
+    stage_config = {k: v for k, v in config.items() if k != "code_version"}
+    if previous.exists():
+        before = {k: v for k, v in json.loads(previous.read_text()).items() if k != "code_version"}
+        if before != stage_config:
+            changed = sorted(
+                k for k in set(before) | set(stage_config) if before.get(k) != stage_config.get(k)
+            )
+            raise ValueError(
+                f"{work} holds checkpoints of a run with another configuration (differs in: "
+                f"{', '.join(changed)}); delete {work} to start over"
+            )
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(previous, config)
+    return work / "checkpoints"
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def finalize_output(output: str | Path, final: Path, config: dict[str, Any]) -> None:
+    """Write the config into ``final``, move it to ``output`` and drop ``<output>.partial``."""
+    write_json(final / CONFIG_NAME, config)
+    os.replace(final, output)
+    shutil.rmtree(work_dir(output), ignore_errors=True)
+
+
+def training_config(stage: str, stage_args: Any, args: TrainingArguments, **extra: Any) -> dict[str, Any]:
+    """The resolved configuration written beside an artifact and checked on resume."""
+    keep = (
+        "max_steps num_train_epochs per_device_train_batch_size gradient_accumulation_steps learning_rate "
+        "weight_decay warmup_steps lr_scheduler_type seed bf16 fp16 gradient_checkpointing deepspeed"
+    ).split()
+    train = {k: v for k, v in args.to_dict().items() if k in keep}
+    return {
+        "stage": stage,
+        **dataclasses.asdict(stage_args),
+        "training": train,
+        **extra,
+        "code_version": code_version(),
+    }
+
+
+class PartsLoggingTrainer(Trainer):
+    """A Trainer that logs the averaged loss parts recorded by ``compute_loss`` beside ``loss``."""
+
+    def record_parts(self, parts: dict[str, torch.Tensor]) -> None:
+        sums = self.__dict__.setdefault("_part_sums", {})
+        for name, value in parts.items():
+            total, count = sums.get(name, (0.0, 0))
+            sums[name] = (total + float(value.detach()), count + 1)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        sums = self.__dict__.get("_part_sums", {})
+        if "loss" in logs and sums:
+            logs.update({name: round(total / count, 6) for name, (total, count) in sums.items()})
+            sums.clear()
+        super().log(logs, *args, **kwargs)

@@ -1,0 +1,181 @@
+"""Adaptation stage end to end on a tiny model: variants, outputs, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import pretrain_rows, shared_path, write_jsonl
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llara.adapt import main
+from llara.rows import RowError
+
+COMMON = [
+    "--per_device_train_batch_size",
+    "2",
+    "--max_length",
+    "64",
+    "--target_max_length",
+    "64",
+    "--logging_steps",
+    "1",
+    "--report_to",
+    "none",
+    "--seed",
+    "0",
+    "--save_strategy",
+    "no",
+    "--learning_rate",
+    "1e-3",
+    "--use_cpu",
+]
+
+
+def run(tiny_model_dir, train, out, *extra):
+    return main(
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--train_file",
+            str(train),
+            "--output_dir",
+            str(out),
+            *COMMON,
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("variant", ["ebae", "ebar", "joint"])
+def test_variants_train_and_log_parts(tiny_model_dir, tmp_path, variant):
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(6))
+    out = tmp_path / "out"
+    run(tiny_model_dir, train, out, "--variant", variant, "--max_steps", "3")
+    cfg = json.loads((out / "llara_config.json").read_text())
+    assert cfg["variant"] == variant and cfg["global_step"] == 3 and cfg["rows_used"] == 6
+    logged = set().union(*(set(h) for h in cfg["log_history"]))
+    want = {"lm"} | ({"bow_ebae", "bow_ebar"} if variant == "joint" else {f"bow_{variant}"})
+    assert want <= logged
+    tok = AutoTokenizer.from_pretrained(out)
+    assert "<s16>" in tok.get_vocab()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_official_toy_file_loads_as_is(tiny_model_dir, tmp_path):
+    toy = shared_path("data", "pretrain", "llara_toy_pretrain.jsonl")
+    out = tmp_path / "out"
+    run(tiny_model_dir, toy, out, "--variant", "joint", "--max_steps", "1", "--lm_weight", "0")
+    cfg = json.loads((out / "llara_config.json").read_text())
+    assert cfg["rows_used"] == 11 and cfg["rows_skipped_no_targets"] == 0
+
+
+def test_none_passes_base_model_through(tiny_model_dir, tmp_path):
+    out = tmp_path / "none"
+    main(["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--variant", "none"])
+    base = load_file(tiny_model_dir / "model.safetensors")
+    new = load_file(out / "model.safetensors")
+    w = "model.layers.0.self_attn.q_proj.weight"
+    torch.testing.assert_close(base[w], new[w], rtol=0, atol=0)
+    assert "<s1>" in AutoTokenizer.from_pretrained(out).get_vocab()
+
+
+def test_lora_adaptation_writes_plain_model(tiny_model_dir, tmp_path):
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(4))
+    out = tmp_path / "lora"
+    run(
+        tiny_model_dir,
+        train,
+        out,
+        "--variant",
+        "ebar",
+        "--max_steps",
+        "2",
+        "--use_lora",
+        "--lora_r",
+        "4",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+    )
+    assert not (out / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_empty_targets_are_skipped_and_counted(tiny_model_dir, tmp_path):
+    rows = pretrain_rows(4)
+    rows[1]["output_predict"] = "the of and. it , ?"  # only stop words and punctuation
+    train = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "out"
+    run(tiny_model_dir, train, out, "--variant", "joint", "--max_steps", "2", "--remove_stop_words")
+    cfg = json.loads((out / "llara_config.json").read_text())
+    assert cfg["rows_skipped_no_targets"] == 1 and cfg["rows_used"] == 3
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in cfg["log_history"] if "loss" in h)
+
+
+def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(8))
+    args = ["--variant", "joint", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2"]
+    run(tiny_model_dir, train, tmp_path / "straight", *args)
+
+    import llara.adapt as adapt
+
+    calls = {"n": 0}
+    original = adapt.AdaptTrainer.training_step
+
+    def crash_on_third(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(adapt.AdaptTrainer, "training_step", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model_dir, train, tmp_path / "resumed", *args)
+    assert not (tmp_path / "resumed").exists()  # nothing final after an interruption
+    assert (tmp_path / "resumed.partial" / "checkpoints" / "checkpoint-2").is_dir()
+    monkeypatch.setattr(adapt.AdaptTrainer, "training_step", original)
+    run(tiny_model_dir, train, tmp_path / "resumed", *args)
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_other_config_is_refused(tiny_model_dir, tmp_path):
+    (tmp_path / "out.partial").mkdir()
+    (tmp_path / "out.partial" / "llara_config.json").write_text(json.dumps({"variant": "ebae"}))
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(2))
+    with pytest.raises(ValueError, match="another configuration"):
+        run(tiny_model_dir, train, tmp_path / "out", "--variant", "joint", "--max_steps", "1")
+
+
+def test_bad_inputs_name_file_line_and_field(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "output_summarize": "a", "output_predict": "b"}\n{"input": "x", oops}\n')
+    with pytest.raises(RowError, match=r"bad.jsonl:2: malformed JSON"):
+        run(tiny_model_dir, bad, tmp_path / "o", "--variant", "joint", "--max_steps", "1")
+    missing = write_jsonl(tmp_path / "missing.jsonl", [{"input": "a", "output_summarize": "b"}])
+    with pytest.raises(RowError, match=r"missing.jsonl:1: row has no field 'output_predict'"):
+        run(tiny_model_dir, missing, tmp_path / "o", "--variant", "ebar", "--max_steps", "1")
+    # ebae needs no output_predict: the same file is fine for it
+    run(tiny_model_dir, missing, tmp_path / "ok", "--variant", "ebae", "--max_steps", "1")
+
+
+def test_unknown_variant_lists_valid_ones(tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--output_dir",
+                str(tmp_path / "x"),
+                "--variant",
+                "both",
+            ]
+        )
+    assert "valid variants: none, ebae, ebar, joint" in capsys.readouterr().err
