@@ -65,6 +65,9 @@ def load_backbone(path: str | Path, attn_implementation: str = "sdpa", dtype: to
 
         base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
         base = AutoModel.from_pretrained(base_path, attn_implementation=attn_implementation, dtype=dtype)
+        resize_for_tokenizer(
+            base, AutoTokenizer.from_pretrained(str(path))
+        )  # slot tokens added at fine-tuning
         return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     return AutoModel.from_pretrained(str(path), attn_implementation=attn_implementation, dtype=dtype)
 
