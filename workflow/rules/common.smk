@@ -1,0 +1,239 @@
+# Config validation, wildcard constraints, input functions and command builders.
+import ast
+import hashlib
+import shlex
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+
+PY = "python"  # rules run `python` from the environment Snakemake runs in (`make grid` puts .venv first)
+REPO = Path(workflow.basedir)
+VARIANTS = config["grid"]["variants"]
+STYLES = config["grid"]["prompt_styles"]
+SEEDS = config["grid"]["seeds"]
+EVAL = config["evaluate"]
+DATASETS = EVAL["datasets"]
+SPLIT = EVAL["split"]
+LAUNCH = config["launcher"]
+HF_BASELINES = EVAL.get("baselines", {}).get("hf", {})
+BASELINE_NAMES = (["bm25"] if EVAL.get("baselines", {}).get("bm25", True) else []) + list(HF_BASELINES)
+
+wildcard_constraints:
+    style="released|paper|baseline",
+    variant="|".join(["none", "ebae", "ebar", "joint", *BASELINE_NAMES]),
+    seed=r"\d+",
+    dataset="|".join(DATASETS) if DATASETS else "_",
+    baseline=r"[A-Za-z0-9_.-]+",
+    shard=r"\d{4}",
+    num=r"\d{4}",
+
+
+def _check_config():
+    """Cross-field checks the schema cannot express; errors name the key and the fix."""
+    data = config["finetune"]["data"]
+    if data["source"] == "beir_train" and data.get("dataset") not in DATASETS:
+        raise ValueError(
+            f"finetune.data.dataset {data.get('dataset')!r} is not a key of evaluate.datasets "
+            f"({', '.join(DATASETS)}); add it there or use finetune.data.source: jsonl"
+        )
+    if data["source"] == "jsonl" and not data.get("path"):
+        raise ValueError("finetune.data.source is jsonl but finetune.data.path is missing")
+    for name, ds in DATASETS.items():
+        if ds["source"] == "path" and not ds.get("path"):
+            raise ValueError(f"evaluate.datasets.{name}: source is path but no path is given")
+
+
+_check_config()
+
+
+# ---- code versions: a job reruns when the code of its stage changes --------------------------
+def module_file(module: str) -> Path:
+    return REPO.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def _llara_imports(module: str, seen: set[str]) -> None:
+    if module in seen:
+        return
+    path = module_file(module)
+    if not path.exists():
+        return
+    seen.add(module)
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llara"):
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("llara")]
+        for name in names:
+            _llara_imports(name, seen)
+
+
+def code_version(*stages: str) -> str:
+    """Hash of the stage modules and every llara module they import (Snakemake tracks no imports)."""
+    seen: set[str] = set()
+    for stage in stages:
+        _llara_imports(f"llara.{stage}", seen)
+    digest = hashlib.sha256()
+    for module in sorted(seen):
+        digest.update(module_file(module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# ---- command builders --------------------------------------------------------------------------
+def flags(values: dict, dash: bool = False, skip: tuple = ()) -> str:
+    """{key: value} -> '--key value ...' (underscore flags for HfArgumentParser, dashes for argparse)."""
+    out = []
+    for key, value in values.items():
+        if key in skip or value is None:
+            continue
+        flag = "--" + (key.replace("_", "-") if dash else key)
+        if isinstance(value, bool):
+            out += [flag, str(value).lower()]
+        elif isinstance(value, list):
+            out += [flag, *map(str, value)]
+        else:
+            out += [flag, str(value)]
+    return " ".join(shlex.quote(x) if not x.startswith("--") else x for x in out)
+
+
+def launch(stage: str, name: str) -> str:
+    """Prefix that runs a heavy command through llara.launch (submitit)."""
+    res = LAUNCH.get("resources", {}).get(stage, {})
+    slurm = LAUNCH.get("slurm", {})
+    parts = [
+        f"{PY} -m llara.launch --cluster {LAUNCH['cluster']} --name {shlex.quote(name)}",
+        f"--folder logs/jobs/{name}",
+        f"--poll-s {LAUNCH['poll_s']}",
+        f"--tasks {res.get('tasks', 1)} --gpus {res.get('gpus', 0)} --cpus {res.get('cpus', 2)}",
+        f"--mem-gb {res.get('mem_gb', 8)} --time-min {res.get('time_min', 60)}",
+    ]
+    if LAUNCH["cluster"] == "slurm":
+        for key in ("partition", "account", "qos"):
+            if slurm.get(key):
+                parts.append(f"--{key} {shlex.quote(slurm[key])}")
+        parts.append(f"--gpu-request {slurm.get('gpu_request', 'gpus')}")
+        parts += [f"--slurm-arg {shlex.quote(f'{k}={v}')}" for k, v in slurm.get("extra", {}).items()]
+    return " ".join(parts) + " --"
+
+
+def threads_for(stage: str) -> int:
+    """Local cores of a heavy job (its CPUs), or 1 when the work itself runs on SLURM."""
+    if LAUNCH["cluster"] == "slurm":
+        return 1
+    return LAUNCH.get("resources", {}).get(stage, {}).get("cpus", 2)
+
+
+# ---- paths --------------------------------------------------------------------------------------
+def uses_synthetic() -> bool:
+    return (
+        config["pretrain"]["source"] == "synthetic"
+        or any(ds["source"] == "synthetic" for ds in DATASETS.values())
+    )
+
+
+SYNTHETIC_WIKI = "resources/synthetic/wiki.parquet"
+SYNTHETIC_BEIR = "resources/synthetic/beir"
+
+
+def pretrain_source():
+    src = config["pretrain"]["source"]
+    return SYNTHETIC_WIKI if src == "synthetic" else src
+
+
+def pretrain_inputs(wildcards):
+    src = config["pretrain"]["source"]
+    if src == "synthetic":
+        return [SYNTHETIC_WIKI]
+    return [] if src.startswith("hf:") else [src]
+
+
+def base_model_path():
+    src = config["base_model"]["source"]
+    return "results/base/model" if src == "tiny" else src
+
+
+def base_model_inputs(wildcards):
+    return ["results/base/model"] if config["base_model"]["source"] == "tiny" else []
+
+
+def beir_dir(dataset: str) -> str:
+    ds = DATASETS[dataset]
+    if ds["source"] == "synthetic":
+        return SYNTHETIC_BEIR
+    if ds["source"] == "download":
+        return f"resources/beir/{dataset}"
+    return ds["path"]
+
+
+def beir_inputs(wildcards):
+    ds = DATASETS[wildcards.dataset]
+    return [] if ds["source"] == "path" else [beir_dir(wildcards.dataset)]
+
+
+def split_of(dataset: str) -> str:
+    return DATASETS[dataset].get("split", SPLIT)
+
+
+def finetune_train_file():
+    data = config["finetune"]["data"]
+    if data["source"] == "jsonl":
+        return data["path"]
+    return f"results/finetune_data/{data['dataset']}-{data.get('split', 'train')}.jsonl"
+
+
+LLARA_SYSTEMS = [f"{s}/{v}/seed{seed}" for s in STYLES for v in VARIANTS for seed in SEEDS]
+METRICS = [
+    f"results/metrics/{system}/{d}/{split_of(d)}.json" for system in LLARA_SYSTEMS for d in DATASETS
+] + [f"results/metrics/baseline/{b}/seed0/{d}/{split_of(d)}.json" for b in BASELINE_NAMES for d in DATASETS]
+TABLES = [
+    f"results/tables/{name}"
+    for name in ("long.csv", "long.parquet", "ndcg10.md", "deltas.csv", "deltas.md", "ndcg10.png")
+]
+
+
+def adapt_inputs(wildcards):
+    pairs = [] if wildcards.variant == "none" else ["results/pairs/pairs.jsonl"]
+    return base_model_inputs(wildcards) + pairs
+
+
+# ---- evaluation: systems are "{style}/{variant}/seed{seed}" (LLaRA) or "baseline/{name}/seed0" ----
+NUM_SHARDS = EVAL["num_shards"]
+
+
+def corpus_shards(wc) -> list[str]:
+    folder = Path("results", "encode", wc.style, wc.variant, f"seed{wc.seed}", wc.dataset)
+    return [
+        str(folder / f"corpus.shard{s:04d}-of-{NUM_SHARDS:04d}{ext}")
+        for s in range(NUM_SHARDS)
+        for ext in (".npy", ".ids.json", ".meta.json")
+    ]
+
+
+def encoder_model(wc) -> str:
+    if wc.style == "baseline":
+        return HF_BASELINES[wc.variant]["model"]
+    return f"results/finetune/{wc.style}/{wc.variant}/seed{wc.seed}/model"
+
+
+def encoder_inputs(wc) -> list[str]:
+    model = [] if wc.style == "baseline" else [encoder_model(wc)]
+    return model + beir_inputs(wc)
+
+
+def encoder_args(wc) -> str:
+    if wc.style == "baseline":
+        b = HF_BASELINES[wc.variant]
+        norm = "" if b.get("normalize", True) else "--no-normalize"
+        return f"--encoder hf --pooling {b.get('pooling', 'mean')} {norm} --max-length {b.get('max_length', 256)}"
+    ft = config["finetune"]
+    return (
+        f"--encoder llara --prompt-style {wc.style} --query-prompt {ft['query_prompt']} "
+        f"--passage-prompt {ft['passage_prompt']} "
+        f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"
+    )
+
+
+def job_name(stage: str):
+    return lambda wc: launch(stage, "-".join([stage, *map(str, wc)]))

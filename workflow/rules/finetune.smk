@@ -1,0 +1,41 @@
+# Fine-tuning data (mined negatives when taken from a BEIR train split) and contrastive fine-tuning.
+
+rule mine_negatives:
+    input:
+        lambda wc: beir_inputs(wc),
+    output:
+        "results/finetune_data/{dataset}-{split}.jsonl",
+    params:
+        beir=lambda wc: beir_dir(wc.dataset),
+        args=flags(
+            {k: config["finetune"]["data"].get(k) for k in ("negatives", "num_negs", "depth", "seed")}, dash=True
+        ),
+        code=code_version("mine"),
+    conda:
+        "../envs/llara.yaml"
+    log:
+        "logs/mine_negatives/{dataset}-{split}.log",
+    shell:
+        "python -m llara.mine --beir-dir {params.beir:q} --split {wildcards.split} {params.args} "
+        "--output {output} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        model="results/adapt/{style}/{variant}/seed{seed}/model",
+        train=finetune_train_file(),
+    output:
+        directory("results/finetune/{style}/{variant}/seed{seed}/model"),
+    params:
+        args=flags(config["finetune"], skip=("data",)),
+        launch=job_name("finetune"),
+        code=code_version("finetune"),
+    threads: threads_for("finetune")
+    conda:
+        "../envs/llara.yaml"
+    log:
+        "logs/finetune/{style}/{variant}/seed{seed}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launch} python -m llara.finetune --model_name_or_path {input.model} "
+        "--train_file {input.train} --prompt_style {wildcards.style} --seed {wildcards.seed} "
+        "--report_to none --save_strategy steps {params.args} --output_dir {output} > {log} 2>&1"
