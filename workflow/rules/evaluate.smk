@@ -117,6 +117,7 @@ rule score:
     params:
         qrels=lambda wc: f"{beir_dir(wc.dataset)}/qrels/{wc.split}.tsv",
         model=lambda wc: "bm25" if wc.variant == "bm25" else encoder_model(wc),
+        style=lambda wc: "-" if wc.style == "baseline" else wc.style,
         code=code_version("score"),
     conda:
         "../envs/llara.yaml"
@@ -124,5 +125,5 @@ rule score:
         "logs/score/{style}/{variant}/seed{seed}/{dataset}/{split}.log",
     shell:
         "python -m llara.score --qrels {params.qrels:q} --run {input.run} --model {params.model:q} "
-        "--variant {wildcards.variant} --prompt-style {wildcards.style} --dataset {wildcards.dataset} "
+        "--variant {wildcards.variant} --prompt-style {params.style} --dataset {wildcards.dataset} "
         "--split {wildcards.split} --seed {wildcards.seed} --output {output} > {log} 2>&1"
