@@ -2,7 +2,11 @@
 # -> fine-tuning -> per BEIR dataset encode / search / score -> results/tables/.
 # This file only wires; the rules live in workflow/rules/, the logic in the llara package.
 
-configfile: "config/config.yaml"
+# The default grid unless --configfile names another one (a config file replaces it whole: Snakemake
+# would otherwise merge the two and leak the default's datasets into, say, the paper's grid).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -180,6 +180,8 @@ def finetune_train_file():
     data = config["finetune"]["data"]
     if data["source"] == "jsonl":
         return data["path"]
+    if data["source"] == "hf":
+        return "resources/finetune/hf-train.jsonl"
     return f"results/finetune_data/{data['dataset']}-{data.get('split', 'train')}.jsonl"
 
 

@@ -20,6 +20,21 @@ rule mine_negatives:
         "--output {output} > {log} 2>&1"
 
 
+rule hf_pairs:
+    output:
+        "resources/finetune/hf-train.jsonl",
+    params:
+        name=config["finetune"]["data"].get("hf_name"),
+        args=flags({"max_rows": config["finetune"]["data"].get("max_rows")}, dash=True),
+        code=code_version("hfpairs"),
+    conda:
+        "../envs/llara.yaml"
+    log:
+        "logs/hf_pairs.log",
+    shell:
+        "python -m llara.hfpairs --dataset {params.name:q} {params.args} --output {output} > {log} 2>&1"
+
+
 rule finetune:
     input:
         model="results/adapt/{style}/{variant}/seed{seed}/model",
