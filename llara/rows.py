@@ -6,47 +6,36 @@ Hugging Face ``datasets`` so a 10M-row pre-training file does not have to fit in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import datasets
+
+from llara.io import DataError, iter_jsonl
 
 PRETRAIN_FIELDS = {"input": str, "output_summarize": str, "output_predict": str}
 FINETUNE_FIELDS = {"query": str, "pos": list, "neg": list}
 
 
-class RowError(ValueError):
+class RowError(DataError):
     """A training file has a row we cannot use; the message names the file, line and fix."""
 
 
 def validate_jsonl(path: str | Path, fields: dict[str, type]) -> int:
     """Check every line of ``path`` is a JSON object with ``fields`` of the right type; return the count."""
-    path = Path(path)
-    if not path.is_file():
-        raise RowError(f"{path}: no such file; pass an existing JSONL file")
     count = 0
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RowError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise RowError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for name, kind in fields.items():
-                if name not in row:
-                    raise RowError(
-                        f"{path}:{lineno}: row has no field {name!r} (needs {', '.join(fields)}; has {', '.join(row)})"
-                    )
-                if not isinstance(row[name], kind):
-                    raise RowError(
-                        f"{path}:{lineno}: field {name!r} must be a {kind.__name__}, got {type(row[name]).__name__}"
-                    )
-                if kind is list and not all(isinstance(x, str) for x in row[name]):
-                    raise RowError(f"{path}:{lineno}: field {name!r} must be a list of strings")
-            count += 1
+    for lineno, row in iter_jsonl(path):
+        for name, kind in fields.items():
+            if name not in row:
+                raise RowError(
+                    f"{path}:{lineno}: row has no field {name!r} (needs {', '.join(fields)}; has {', '.join(row)})"
+                )
+            if not isinstance(row[name], kind):
+                raise RowError(
+                    f"{path}:{lineno}: field {name!r} must be a {kind.__name__}, got {type(row[name]).__name__}"
+                )
+            if kind is list and not all(isinstance(x, str) for x in row[name]):
+                raise RowError(f"{path}:{lineno}: field {name!r} must be a list of strings")
+        count += 1
     if count == 0:
         raise RowError(f"{path}: no rows; the file is empty")
     return count

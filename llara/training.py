@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-import llara
+from llara.io import atomic_write_json, code_version, jsonable
 
 CONFIG_NAME = "llara_config.json"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def code_version() -> str:
-    """``llara.__version__`` plus the git commit of the checkout, when there is one."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(llara.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{llara.__version__}+{commit}" if commit else llara.__version__
 
 
 def resolve_precision(args: TrainingArguments, precision: str) -> TrainingArguments:
@@ -78,7 +62,7 @@ def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
                 f"{', '.join(changed)}); delete {work} to start over"
             )
     work.mkdir(parents=True, exist_ok=True)
-    write_json(previous, config)
+    atomic_write_json(previous, jsonable(config))
     return work / "checkpoints"
 
 
@@ -86,17 +70,9 @@ def last_checkpoint(checkpoints: Path) -> str | None:
     return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def finalize_output(output: str | Path, final: Path, config: dict[str, Any]) -> None:
     """Write the config into ``final``, move it to ``output`` and drop ``<output>.partial``."""
-    write_json(final / CONFIG_NAME, config)
+    atomic_write_json(final / CONFIG_NAME, jsonable(config))
     os.replace(final, output)
     shutil.rmtree(work_dir(output), ignore_errors=True)
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llara.adapt import main
+from llara.io import DataError
 from llara.rows import RowError
 
 COMMON = [
@@ -157,7 +158,7 @@ def test_resume_with_other_config_is_refused(tiny_model_dir, tmp_path):
 def test_bad_inputs_name_file_line_and_field(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "output_summarize": "a", "output_predict": "b"}\n{"input": "x", oops}\n')
-    with pytest.raises(RowError, match=r"bad.jsonl:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSON"):
         run(tiny_model_dir, bad, tmp_path / "o", "--variant", "joint", "--max_steps", "1")
     missing = write_jsonl(tmp_path / "missing.jsonl", [{"input": "a", "output_summarize": "b"}])
     with pytest.raises(RowError, match=r"missing.jsonl:1: row has no field 'output_predict'"):
