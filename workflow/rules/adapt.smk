@@ -10,14 +10,15 @@ rule adapt:
         base=base_model_path(),
         train=lambda wc: "" if wc.variant == "none" else "--train_file results/pairs/pairs.jsonl",
         args=flags(config["adapt"]),
-        launch=job_name("adapt"),
         code=code_version("adapt"),
+    resources:
+        launch=job_name("adapt"),
     threads: threads_for("adapt")
     conda:
         "../envs/llara.yaml"
     log:
         "logs/adapt/{style}/{variant}/seed{seed}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} python -m llara.adapt --model_name_or_path {params.base:q} "
+        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.adapt --model_name_or_path {params.base:q} "
         "{params.train} --variant {wildcards.variant} --prompt_style {wildcards.style} --seed {wildcards.seed} "
         "--report_to none --save_strategy steps {params.args} --output_dir {output} > {log} 2>&1"

@@ -54,13 +54,14 @@ rule base_model:
     params:
         corpus=pretrain_source(),
         args=flags(config["base_model"].get("tiny", {}), dash=True),
-        launch=launch("basemodel", "base_model"),
         code=code_version("basemodel"),
+    resources:
+        launch=launch("basemodel", "base_model"),
     threads: threads_for("basemodel")
     conda:
         "../envs/llara.yaml"
     log:
         "logs/base_model.log",
     shell:
-        "{params.launch} python -m llara.basemodel --corpus {params.corpus:q} {params.args} "
+        "{resources.launch} python -m llara.basemodel --corpus {params.corpus:q} {params.args} "
         "--threads {threads} --output {output} > {log} 2>&1"

@@ -18,15 +18,16 @@ rule encode_corpus:
         args=encoder_args,
         out=lambda wc, output: Path(output[0]).parent,
         batch_size=EVAL["batch_size"],
-        launch=job_name("encode"),
         code=code_version("encode"),
+    resources:
+        launch=job_name("encode"),
     threads: threads_for("encode")
     conda:
         "../envs/llara.yaml"
     log:
         "logs/encode/{style}/{variant}/seed{seed}/{dataset}/corpus-{shard}-of-{num}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} python -m llara.encode {params.args} --model {params.model:q} "
+        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.encode {params.args} --model {params.model:q} "
         "--beir-dir {params.beir:q} --what corpus --shard {wildcards.shard} --num-shards {wildcards.num} "
         "--batch-size {params.batch_size} --no-progress --output {params.out} > {log} 2>&1"
 
@@ -47,15 +48,16 @@ rule encode_queries:
         args=encoder_args,
         out=lambda wc, output: Path(output[0]).parent,
         batch_size=EVAL["batch_size"],
-        launch=job_name("encode"),
         code=code_version("encode"),
+    resources:
+        launch=job_name("encode"),
     threads: threads_for("encode")
     conda:
         "../envs/llara.yaml"
     log:
         "logs/encode/{style}/{variant}/seed{seed}/{dataset}/queries-{split}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} python -m llara.encode {params.args} --model {params.model:q} "
+        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.encode {params.args} --model {params.model:q} "
         "--beir-dir {params.beir:q} --what queries --split {wildcards.split} --batch-size {params.batch_size} "
         "--no-progress --output {params.out} > {log} 2>&1"
 

@@ -43,14 +43,15 @@ rule finetune:
         directory("results/finetune/{style}/{variant}/seed{seed}/model"),
     params:
         args=flags(config["finetune"], skip=("data",)),
-        launch=job_name("finetune"),
         code=code_version("finetune"),
+    resources:
+        launch=job_name("finetune"),
     threads: threads_for("finetune")
     conda:
         "../envs/llara.yaml"
     log:
         "logs/finetune/{style}/{variant}/seed{seed}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} python -m llara.finetune --model_name_or_path {input.model} "
+        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.finetune --model_name_or_path {input.model} "
         "--train_file {input.train} --prompt_style {wildcards.style} --seed {wildcards.seed} "
         "--report_to none --save_strategy steps {params.args} --output_dir {output} > {log} 2>&1"
