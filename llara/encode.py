@@ -1,0 +1,529 @@
+"""Encode stage: texts -> L2-normalised float32 vectors, in length-sorted batches, sharded.
+
+Two encoders share one interface (``encode_queries(texts)`` / ``encode_corpus(texts)`` -> ``(N, H)``
+float32 numpy arrays, rows in input order):
+
+- :class:`LlaraEncoder` wraps :class:`llara.modeling.LlaraEmbedder` (queries with the EBAR prompt,
+  passages with the EBAE prompt by default);
+- :class:`HFEncoder` is a plain Hugging Face ``AutoModel`` with mean or CLS pooling (baselines such
+  as all-MiniLM-L6-v2).
+
+Texts are tokenised once, ordered by token length (longest first) and cut into batches, so each
+batch pads only to its own longest row; the vectors are put back into input order at the end.
+
+CLI (one shard of one side of a BEIR split; a shard already complete is skipped)::
+
+    python -m llara.encode --encoder hf --model PATH --max-length 256 --beir-dir DIR --split test \\
+        --what corpus --shard 0 --num-shards 4 --output results/encode/minilm/scifact
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llara.io import DataError, atomic_save_npy, atomic_write_json, code_version, jsonable, utc_now
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Encoder(Protocol):
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def resolve_device(device: str | None = None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """``auto``/None: fp32 on CPU; bf16 on a GPU that supports it, else fp16."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def length_sorted_order(lengths: Sequence[int]) -> np.ndarray:
+    """Indices ordering rows longest first (stable, so equal lengths keep input order)."""
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+
+
+def encode_in_batches(
+    n: int,
+    embed_rows: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+    lengths: Sequence[int] | None = None,
+    desc: str = "encode",
+    progress: bool = True,
+) -> np.ndarray:
+    """Run ``embed_rows(indices) -> (b, H)`` over all rows; return ``(n, H)`` float32 in input order.
+
+    With ``lengths`` the rows are visited longest first (each batch pads only to its own longest
+    row); without, in input order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = length_sorted_order(lengths) if lengths is not None else np.arange(n)
+    out: np.ndarray | None = None
+    with tqdm(total=n, desc=desc, unit="text", disable=not progress, leave=False) as bar:
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            vecs = np.asarray(embed_rows(idx), dtype=np.float32)  # (b, H)
+            if out is None:
+                out = np.empty((n, vecs.shape[1]), dtype=np.float32)
+            out[idx] = vecs
+            bar.update(len(idx))
+    if out is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    return out
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, H) hidden states -> (B, H): masked mean (in fp32) or the first ([CLS]) token."""
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
+        summed = (hidden.to(torch.float32) * mask).sum(dim=1)  # (B, H)
+        return summed / mask.sum(dim=1).clamp(min=1e-9)
+    if pooling == "cls":
+        return hidden[:, 0].to(torch.float32)
+    raise ValueError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
+
+
+def pad_features(
+    features: Sequence[dict[str, list[int]]], pad_token_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad pre-tokenised rows to the longest row of the batch (not to the max length)."""
+    width = max(len(f["input_ids"]) for f in features)
+    batch: dict[str, torch.Tensor] = {}
+    for key in features[0]:
+        fill = pad_token_id if key == "input_ids" else 0
+        rows = np.full((len(features), width), fill, dtype=np.int64)  # (B, T)
+        for i, f in enumerate(features):
+            seq = f[key]
+            if padding_side == "left":
+                rows[i, width - len(seq) :] = seq
+            else:
+                rows[i, : len(seq)] = seq
+        batch[key] = torch.from_numpy(rows)
+    return batch
+
+
+class HFEncoder:
+    """A plain Hugging Face encoder: ``AutoModel`` + mean or CLS pooling, optional normalisation."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Any,
+        tokenizer: Any = None,
+        *,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_length: int = 512,
+        query_max_length: int | None = None,
+        batch_size: int = 32,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        device: str | None = None,
+        dtype: str | torch.dtype | None = "auto",
+        sort_by_length: bool = True,
+        progress: bool = True,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if isinstance(model, str | os.PathLike):
+            path = str(model)
+            self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path, dtype=self.dtype)
+        else:
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer along with a model object")
+            self.model, self.tokenizer = model, tokenizer
+            self.model.to(self.dtype)
+        self.model.to(self.device).eval()
+        self.pooling, self.normalize = pooling, normalize
+        self.max_length, self.query_max_length = max_length, query_max_length or max_length
+        self.batch_size = batch_size
+        self.query_prefix, self.passage_prefix = query_prefix, passage_prefix
+        self.sort_by_length, self.progress = sort_by_length, progress
+
+    def _encode(self, texts: Sequence[str], max_length: int, prefix: str, desc: str) -> np.ndarray:
+        texts = [prefix + t for t in texts]
+        if not texts:
+            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        enc = self.tokenizer(texts, truncation=True, max_length=max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        features = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+        lengths = [len(f["input_ids"]) for f in features]
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        side = getattr(self.tokenizer, "padding_side", "right")
+
+        def embed_rows(idx: np.ndarray) -> np.ndarray:
+            batch = pad_features([features[i] for i in idx], pad_id, side)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+                vecs = pool(hidden, batch["attention_mask"], self.pooling)  # (B, H) fp32
+                if self.normalize:
+                    vecs = torch.nn.functional.normalize(vecs, dim=-1)
+            return vecs.cpu().numpy()
+
+        return encode_in_batches(
+            len(texts),
+            embed_rows,
+            self.batch_size,
+            lengths if self.sort_by_length else None,
+            desc=desc,
+            progress=self.progress,
+        )
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.query_max_length, self.query_prefix, "encode queries")
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.max_length, self.passage_prefix, "encode corpus")
+
+
+class LlaraEncoder:
+    """The LLaRA encoder: queries with the EBAR prompt, passages with the EBAE prompt (by default).
+
+    ``embedder`` is a path (loaded with ``LlaraEmbedder.from_pretrained``) or an object with the
+    same interface (``embed(texts, kind, max_length)`` -> (N, H) tensor, ``tokenizer``).
+    """
+
+    def __init__(
+        self,
+        embedder: str | os.PathLike | Any,
+        *,
+        prompt_style: str = "released",
+        query_prompt: str = "ebar",
+        passage_prompt: str = "ebae",
+        query_max_length: int = 64,
+        passage_max_length: int = 160,
+        batch_size: int = 16,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = "auto",
+        sort_by_length: bool = True,
+        progress: bool = True,
+    ) -> None:
+        for name, value in (("query_prompt", query_prompt), ("passage_prompt", passage_prompt)):
+            if value not in ("ebae", "ebar"):
+                raise ValueError(f"{name} must be 'ebae' or 'ebar', got {value!r}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if isinstance(embedder, str | os.PathLike):
+            from llara.modeling import LlaraEmbedder
+
+            embedder = LlaraEmbedder.from_pretrained(
+                str(embedder), prompt_style=prompt_style, device=self.device, dtype=self.dtype
+            )
+        self.embedder = embedder
+        self.prompt_style = prompt_style
+        self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
+        self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
+        self.batch_size, self.sort_by_length, self.progress = batch_size, sort_by_length, progress
+
+    def _encode(self, texts: Sequence[str], kind: str, max_length: int, desc: str) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        lengths = None
+        if self.sort_by_length:
+            ids = self.embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            lengths = [min(len(x), max_length) for x in ids]
+
+        def embed_rows(idx: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                vecs = self.embedder.embed([texts[i] for i in idx], kind=kind, max_length=max_length)
+            return vecs.to(torch.float32).cpu().numpy()
+
+        return encode_in_batches(len(texts), embed_rows, self.batch_size, lengths, desc, self.progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prompt, self.query_max_length, "encode queries")
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.passage_prompt, self.passage_max_length, "encode corpus")
+
+
+# ---------------------------------------------------------------------------------------------
+# shards on disk
+
+WHATS = ("corpus", "queries")
+# config keys that do not change the vectors (a shard computed with another value is still valid)
+_NON_IDENTITY_KEYS = {"batch_size", "device", "progress", "output", "overwrite", "shard", "num_shards"}
+
+
+def shard_bounds(n: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """Contiguous [start, end) rows of shard ``shard`` out of ``num_shards`` (sizes differ by <= 1)."""
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(f"need 0 <= shard < num_shards, got shard={shard}, num_shards={num_shards}")
+    return n * shard // num_shards, n * (shard + 1) // num_shards
+
+
+def shard_prefix(output_dir: str | os.PathLike, what: str, shard: int, num_shards: int) -> Path:
+    return Path(output_dir) / f"{what}.shard{shard:04d}-of-{num_shards:04d}"
+
+
+def shard_paths(output_dir: str | os.PathLike, what: str, shard: int, num_shards: int) -> dict[str, Path]:
+    prefix = shard_prefix(output_dir, what, shard, num_shards)
+    return {
+        "embeddings": prefix.with_name(prefix.name + ".npy"),
+        "ids": prefix.with_name(prefix.name + ".ids.json"),
+        "meta": prefix.with_name(prefix.name + ".meta.json"),  # written last: the completion marker
+    }
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in jsonable(config).items() if k not in _NON_IDENTITY_KEYS}
+
+
+def shard_is_complete(paths: dict[str, Path], config: dict[str, Any] | None = None) -> bool:
+    """True when the marker, vectors and ids all exist and agree (and match ``config`` if given).
+
+    A complete shard written with a different configuration raises DataError instead of being
+    silently reused or overwritten.
+    """
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    meta = json.loads(paths["meta"].read_text())
+    ids = json.loads(paths["ids"].read_text())
+    emb = np.load(paths["embeddings"], mmap_mode="r")
+    if len(ids) != meta.get("rows") or emb.shape[0] != meta.get("rows"):
+        return False
+    if config is not None and _identity(meta.get("config", {})) != _identity(config):
+        raise DataError(
+            f"{paths['meta']}: this shard was computed with another configuration "
+            f"({_identity(meta.get('config', {}))}); use another --output folder or pass --overwrite"
+        )
+    return True
+
+
+def encode_shard(
+    encoder: Encoder,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    what: str,
+    output_dir: str | os.PathLike,
+    shard: int = 0,
+    num_shards: int = 1,
+    config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Encode rows of shard ``shard`` and write vectors (.npy), ids (.ids.json), marker (.meta.json).
+
+    Returns the marker's content; a shard already complete is returned without recomputation.
+    """
+    if what not in WHATS:
+        raise ValueError(f"what must be one of {WHATS}, got {what!r}")
+    if len(ids) != len(texts):
+        raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
+    config = dict(config or {})
+    config.update(what=what, shard=shard, num_shards=num_shards)
+    paths = shard_paths(output_dir, what, shard, num_shards)
+    if not overwrite and shard_is_complete(paths, config):
+        return json.loads(paths["meta"].read_text()) | {"skipped": True}
+    paths["meta"].unlink(missing_ok=True)  # the old marker goes first, so a crash leaves no stale one
+    start, end = shard_bounds(len(ids), shard, num_shards)
+    shard_ids, shard_texts = list(ids[start:end]), list(texts[start:end])
+    t0 = time.perf_counter()
+    vecs = encoder.encode_corpus(shard_texts) if what == "corpus" else encoder.encode_queries(shard_texts)
+    seconds = time.perf_counter() - t0
+    if vecs.shape[0] != len(shard_ids):
+        raise RuntimeError(f"encoder returned {vecs.shape[0]} vectors for {len(shard_ids)} texts")
+    atomic_save_npy(paths["embeddings"], np.ascontiguousarray(vecs, dtype=np.float32))
+    atomic_write_json(paths["ids"], shard_ids)
+    meta = {
+        "rows": len(shard_ids),
+        "dim": int(vecs.shape[1]) if vecs.ndim == 2 else 0,
+        "row_range": [start, end],
+        "total_rows": len(ids),
+        "seconds": round(seconds, 3),
+        "texts_per_second": round(len(shard_ids) / seconds, 2) if seconds > 0 else None,
+        "config": jsonable(config),
+        "code_version": code_version(),
+        "date": utc_now(),
+    }
+    atomic_write_json(paths["meta"], meta)
+    return meta
+
+
+def list_shards(output_dir: str | os.PathLike, what: str) -> list[dict[str, Path]]:
+    """The shards of ``what`` in ``output_dir``, in order; fails when any of them is missing."""
+    output_dir = Path(output_dir)
+    metas = sorted(output_dir.glob(f"{what}.shard*-of-*.meta.json"))
+    npys = sorted(output_dir.glob(f"{what}.shard*-of-*.npy"))
+    if not metas and not npys:
+        raise DataError(
+            f"{output_dir}: no {what} shards ({what}.shardXXXX-of-NNNN.npy); run python -m llara.encode "
+            f"--what {what} --output {output_dir} first"
+        )
+    counts = {p.name.split("-of-")[1].split(".")[0] for p in (*metas, *npys)}
+    if len(counts) != 1:
+        raise DataError(f"{output_dir}: {what} shards from different --num-shards values ({sorted(counts)})")
+    num_shards = int(counts.pop())
+    all_paths = [shard_paths(output_dir, what, i, num_shards) for i in range(num_shards)]
+    missing = [i for i, p in enumerate(all_paths) if not shard_is_complete(p)]
+    if missing:
+        raise DataError(
+            f"{output_dir}: {what} shards {missing} of {num_shards} are missing or incomplete; run "
+            f"python -m llara.encode --what {what} --shard I --num-shards {num_shards} for them"
+        )
+    return all_paths
+
+
+def load_shard(paths: dict[str, Path]) -> tuple[list[str], np.ndarray]:
+    return json.loads(paths["ids"].read_text()), np.load(paths["embeddings"])
+
+
+def load_embeddings(output_dir: str | os.PathLike, what: str) -> tuple[list[str], np.ndarray]:
+    """All shards of ``what`` concatenated in order -> (ids, (N, H) float32)."""
+    ids: list[str] = []
+    arrays = []
+    for paths in list_shards(output_dir, what):
+        shard_ids, emb = load_shard(paths)
+        ids.extend(shard_ids)
+        arrays.append(emb)
+    return ids, np.concatenate(arrays, axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_encoder(config: dict[str, Any]) -> Encoder:
+    """Build an encoder from a resolved CLI configuration (plain dict of values)."""
+    common = dict(
+        batch_size=config["batch_size"],
+        device=config["device"],
+        dtype=config["dtype"],
+        sort_by_length=config["sort_by_length"],
+        progress=config["progress"],
+    )
+    if config["encoder"] == "hf":
+        return HFEncoder(
+            config["model"],
+            pooling=config["pooling"],
+            normalize=config["normalize"],
+            max_length=config["max_length"],
+            query_max_length=config["query_max_length"],
+            query_prefix=config["query_prefix"],
+            passage_prefix=config["passage_prefix"],
+            **common,
+        )
+    return LlaraEncoder(
+        config["model"],
+        prompt_style=config["prompt_style"],
+        query_prompt=config["query_prompt"],
+        passage_prompt=config["passage_prompt"],
+        query_max_length=config["query_max_length"],
+        passage_max_length=config["max_length"],
+        **common,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m llara.encode", description="Encode one shard of a BEIR split."
+    )
+    p.add_argument("--encoder", choices=("llara", "hf"), required=True)
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--beir-dir", required=True, type=Path)
+    p.add_argument("--split", default="test", help="qrels split whose judged queries are encoded")
+    p.add_argument("--what", choices=WHATS, required=True)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--output", required=True, type=Path, help="output folder for the shard files")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=None, help="passage max tokens (hf: 512, llara: 160)")
+    p.add_argument(
+        "--query-max-length", type=int, default=None, help="query max tokens (hf: --max-length, llara: 64)"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument(
+        "--dtype", default="auto", choices=("auto", *DTYPES), help="auto: fp32 on CPU, bf16/fp16 on GPU"
+    )
+    p.add_argument("--no-sort", dest="sort_by_length", action="store_false", help="batches in input order")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--overwrite", action="store_true", help="recompute a shard even when complete")
+    hf = p.add_argument_group("hf encoder")
+    hf.add_argument("--pooling", choices=("mean", "cls"), default="mean")
+    hf.add_argument("--no-normalize", dest="normalize", action="store_false")
+    hf.add_argument("--query-prefix", default="")
+    hf.add_argument("--passage-prefix", default="")
+    ll = p.add_argument_group("llara encoder")
+    ll.add_argument("--prompt-style", choices=("released", "paper"), default="released")
+    ll.add_argument("--query-prompt", choices=("ebar", "ebae"), default="ebar")
+    ll.add_argument("--passage-prompt", choices=("ebae", "ebar"), default="ebae")
+    args = p.parse_args(argv)
+    if args.max_length is None:
+        args.max_length = 512 if args.encoder == "hf" else 160
+    if args.query_max_length is None:
+        args.query_max_length = args.max_length if args.encoder == "hf" else 64
+    if not 0 <= args.shard < args.num_shards:
+        p.error(f"need 0 <= --shard < --num-shards, got {args.shard} and {args.num_shards}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    if args.encoder == "hf":
+        for key in ("prompt_style", "query_prompt", "passage_prompt"):
+            config.pop(key)
+    else:
+        for key in ("pooling", "normalize", "query_prefix", "passage_prefix"):
+            config.pop(key)
+    if args.what == "corpus":
+        config.pop("split")  # the corpus does not depend on the split
+    try:
+        from llara.beir import join_title_text, load_beir, load_corpus
+
+        paths = shard_paths(args.output, args.what, args.shard, args.num_shards)
+        if not args.overwrite and shard_is_complete(paths, config):
+            print(f"{paths['embeddings']}: complete, not recomputed")
+            return 0
+        if args.what == "corpus":
+            corpus = load_corpus(args.beir_dir / "corpus.jsonl")
+            ids = list(corpus)
+            texts = [join_title_text(corpus[i]["title"], corpus[i]["text"]) for i in ids]
+        else:
+            ids, texts = load_beir(args.beir_dir, args.split).query_items()
+        encoder = build_encoder(config)
+        meta = encode_shard(
+            encoder, ids, texts, args.what, args.output, args.shard, args.num_shards, config, args.overwrite
+        )
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{paths['embeddings']}: {meta['rows']} {args.what} rows, dim {meta['dim']}, "
+        f"{meta['texts_per_second']} texts/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

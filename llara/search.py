@@ -1,0 +1,316 @@
+"""Search stage: exact inner-product top-k with faiss over corpus shards -> TREC run file.
+
+Each corpus shard is searched on its own and the per-shard top-k lists are merged, which gives the
+same ranking as searching the concatenated corpus (tested) without holding it in memory at once.
+The GPU build of faiss is used when it sees a GPU. An approximate index (HNSW or IVF) can be used
+instead; its recall@k against the exact top-k is then measured and written beside the run.
+
+A TREC run file has one line per retrieved document: ``qid Q0 docid rank score tag``.
+
+CLI::
+
+    python -m llara.search --query-dir results/encode/minilm/scifact \\
+        --corpus-dir results/encode/minilm/scifact --k 1000 --tag minilm \\
+        --output results/search/minilm/scifact/run.trec [--index hnsw --recall-k 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from llara.io import DataError, atomic_path, atomic_write_json, code_version, utc_now, write_config
+
+Run = dict[str, dict[str, float]]
+GPU_MAX_K = 2048  # faiss's GPU top-k limit; larger k searches on the CPU
+
+
+def use_gpu_default() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _as_f32(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (N, H), got shape {x.shape}")
+    return x
+
+
+def exact_index(corpus: np.ndarray, use_gpu: bool | None = None) -> faiss.Index:
+    """An exact inner-product index (IndexFlatIP) holding ``corpus``; on the GPU when available."""
+    corpus = _as_f32(corpus, "corpus")
+    index = faiss.IndexFlatIP(corpus.shape[1])
+    if use_gpu_default() if use_gpu is None else use_gpu:
+        if not use_gpu_default():
+            raise RuntimeError("use_gpu=True but faiss sees no GPU (faiss-cpu build, or no CUDA device)")
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(corpus)
+    return index
+
+
+def search_exact(
+    queries: np.ndarray, corpus: np.ndarray, k: int, use_gpu: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner products -> (scores (Q, k') float32, row indices (Q, k') int64), k' = min(k, N)."""
+    queries, corpus = _as_f32(queries, "queries"), _as_f32(corpus, "corpus")
+    if queries.shape[1] != corpus.shape[1]:
+        raise ValueError(f"query dim {queries.shape[1]} != corpus dim {corpus.shape[1]}")
+    k = min(k, corpus.shape[0])
+    if k < 1 or queries.shape[0] == 0:
+        return np.zeros((queries.shape[0], 0), np.float32), np.zeros((queries.shape[0], 0), np.int64)
+    if use_gpu is None:
+        use_gpu = use_gpu_default() and k <= GPU_MAX_K
+    return exact_index(corpus, use_gpu).search(queries, k)
+
+
+def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard top-k lists whose indices are already global -> overall top-k.
+
+    Ties are broken by the smaller global index, so the result does not depend on shard order.
+    """
+    scores = np.concatenate([p[0] for p in parts], axis=1)  # (Q, sum k_i)
+    indices = np.concatenate([p[1] for p in parts], axis=1)
+    valid = indices >= 0
+    scores = np.where(valid, scores, -np.inf)
+    # sort by (score desc, index asc): lexsort's last key is the primary one
+    order = np.lexsort((indices, -scores), axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    top_indices = np.take_along_axis(indices, order, axis=1)
+    top_indices = np.where(np.isfinite(top_scores), top_indices, -1)
+    return top_scores.astype(np.float32), top_indices
+
+
+def search_sharded(
+    queries: np.ndarray,
+    shards: Iterable[np.ndarray],
+    k: int,
+    use_gpu: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search each corpus shard in turn, keep a running top-k; indices refer to the concatenation."""
+    best: tuple[np.ndarray, np.ndarray] | None = None
+    offset = 0
+    for shard in shards:
+        scores, idx = search_exact(queries, shard, k, use_gpu)
+        part = (scores, np.where(idx >= 0, idx + offset, -1))
+        best = part if best is None else merge_topk([best, part], k)
+        offset += shard.shape[0]
+    if best is None:
+        raise ValueError("no corpus shards to search")
+    return best
+
+
+def build_ann_index(
+    corpus: np.ndarray,
+    kind: str = "hnsw",
+    *,
+    hnsw_m: int = 32,
+    ef_construction: int = 200,
+    ef_search: int = 128,
+    nlist: int | None = None,
+    nprobe: int = 16,
+    seed: int = 0,
+) -> faiss.Index:
+    """An approximate inner-product index: HNSW (flat storage) or IVF-Flat, built on CPU."""
+    corpus = _as_f32(corpus, "corpus")
+    n, dim = corpus.shape
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+        index.add(corpus)
+        return index
+    if kind == "ivf":
+        nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39 or 1))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(corpus)
+        index.add(corpus)
+        index.nprobe = min(nprobe, nlist)
+        return index
+    raise ValueError(f"unknown index kind {kind!r}; use 'hnsw' or 'ivf'")
+
+
+def recall_against_exact(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
+    """Mean over queries of |approx top-k ∩ exact top-k| / |exact top-k| (row indices, -1 = none)."""
+    hits, total = 0, 0
+    for a, e in zip(approx[:, :k], exact[:, :k], strict=True):
+        e_set = {int(x) for x in e if x >= 0}
+        hits += len(e_set & {int(x) for x in a if x >= 0})
+        total += len(e_set)
+    return hits / total if total else 1.0
+
+
+def to_run(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.ndarray, indices: np.ndarray) -> Run:
+    """(Q, k) scores and corpus row indices -> {qid: {docid: score}} (invalid rows dropped)."""
+    run: Run = {}
+    for qid, row_scores, row_idx in zip(query_ids, scores, indices, strict=True):
+        run[qid] = {doc_ids[j]: float(s) for s, j in zip(row_scores, row_idx, strict=True) if j >= 0}
+    return run
+
+
+def ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
+    """Documents of one query in rank order: score descending, then docid descending (trec_eval's)."""
+    return sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+
+
+def write_trec_run(path: str | os.PathLike, run: Run, tag: str) -> Path:
+    """Write ``qid Q0 docid rank score tag`` lines, ranks from 1 in trec_eval order (atomically)."""
+    if not tag or any(c.isspace() for c in tag):
+        raise ValueError(f"run tag must be a non-empty word without spaces, got {tag!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for qid, docs in run.items():
+                for rank, (doc_id, score) in enumerate(ranked(docs), start=1):
+                    fh.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
+    return Path(path)
+
+
+def read_trec_run(path: str | os.PathLike) -> Run:
+    """Read a TREC run file -> {qid: {docid: score}}; malformed lines fail with file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: run file not found")
+    run: Run = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 6:
+                raise DataError(
+                    f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}"
+                )
+            qid, _, doc_id, _, raw_score, _ = parts
+            try:
+                score = float(raw_score)
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: score {raw_score!r} is not a number") from None
+            docs = run.setdefault(qid, {})
+            if doc_id in docs:
+                raise DataError(f"{path}:{lineno}: document {doc_id!r} listed twice for query {qid!r}")
+            docs[doc_id] = score
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def search_dirs(
+    query_dir: str | os.PathLike,
+    corpus_dir: str | os.PathLike,
+    k: int,
+    index: str = "exact",
+    recall_k: int = 100,
+    use_gpu: bool | None = None,
+    ann_params: dict[str, Any] | None = None,
+) -> tuple[Run, dict[str, Any]]:
+    """Search encoded query shards against encoded corpus shards -> (run, stats)."""
+    from llara.encode import list_shards, load_embeddings, load_shard
+
+    query_ids, queries = load_embeddings(query_dir, "queries")
+    corpus_shards = list_shards(corpus_dir, "corpus")
+    doc_ids: list[str] = []
+
+    def shard_arrays() -> Iterable[np.ndarray]:
+        for paths in corpus_shards:
+            ids, emb = load_shard(paths)
+            doc_ids.extend(ids)
+            yield emb
+
+    t0 = time.perf_counter()
+    exact_scores, exact_idx = search_sharded(queries, shard_arrays(), k, use_gpu)
+    exact_seconds = time.perf_counter() - t0
+    stats: dict[str, Any] = {
+        "queries": len(query_ids),
+        "documents": len(doc_ids),
+        "corpus_shards": len(corpus_shards),
+        "exact_seconds": round(exact_seconds, 4),
+        "exact_queries_per_second": round(len(query_ids) / exact_seconds, 1) if exact_seconds > 0 else None,
+        "faiss_gpu": bool(use_gpu_default() if use_gpu is None else use_gpu),
+    }
+    if index == "exact":
+        return to_run(query_ids, doc_ids, exact_scores, exact_idx), stats
+    _, corpus = load_embeddings(corpus_dir, "corpus")
+    ann = build_ann_index(corpus, index, **(ann_params or {}))
+    ann_params = dict(ann_params or {})
+    if index == "ivf":
+        ann_params.update(nlist=int(ann.nlist), nprobe=int(ann.nprobe))  # the values actually used
+    t0 = time.perf_counter()
+    scores, idx = ann.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, corpus.shape[0]))
+    ann_seconds = time.perf_counter() - t0
+    rk = min(recall_k, k)
+    stats.update(
+        {
+            "index": index,
+            "ann_params": ann_params,
+            "ann_seconds": round(ann_seconds, 4),
+            "ann_queries_per_second": round(len(query_ids) / ann_seconds, 1) if ann_seconds > 0 else None,
+            f"recall@{rk}_vs_exact": recall_against_exact(idx, exact_idx, rk),
+            "recall_k": rk,
+        }
+    )
+    return to_run(query_ids, doc_ids, scores, idx), stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llara.search", description="Top-k search -> TREC run file.")
+    p.add_argument("--query-dir", required=True, type=Path, help="folder with queries.shard*.npy")
+    p.add_argument("--corpus-dir", required=True, type=Path, help="folder with corpus.shard*.npy")
+    p.add_argument("--output", required=True, type=Path, help="TREC run file to write")
+    p.add_argument("--tag", required=True, help="run tag (last column of the run file)")
+    p.add_argument("--k", type=int, default=1000)
+    p.add_argument("--index", choices=("exact", "hnsw", "ivf"), default="exact")
+    p.add_argument("--recall-k", type=int, default=100, help="recall@k of the ANN index against exact")
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--ef-search", type=int, default=128)
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4 sqrt(N))")
+    p.add_argument("--nprobe", type=int, default=16)
+    p.add_argument("--cpu", action="store_true", help="do not use a GPU even when faiss sees one")
+    args = p.parse_args(argv)
+    ann_params: dict[str, Any] = {}
+    if args.index == "hnsw":
+        ann_params = {
+            "hnsw_m": args.hnsw_m,
+            "ef_construction": args.ef_construction,
+            "ef_search": args.ef_search,
+        }
+    elif args.index == "ivf":
+        ann_params = {"nlist": args.nlist, "nprobe": args.nprobe}
+    try:
+        run, stats = search_dirs(
+            args.query_dir,
+            args.corpus_dir,
+            args.k,
+            args.index,
+            args.recall_k,
+            use_gpu=False if args.cpu else None,
+            ann_params=ann_params,
+        )
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_trec_run(args.output, run, args.tag)
+    stats_path = args.output.with_name(args.output.name + ".stats.json")
+    atomic_write_json(stats_path, stats | {"code_version": code_version(), "date": utc_now()})
+    write_config(args.output, vars(args))
+    msg = f"{args.output}: {stats['queries']} queries x top-{args.k} of {stats['documents']} documents"
+    if args.index != "exact":
+        recall = stats[f"recall@{stats['recall_k']}_vs_exact"]
+        msg += f"; {args.index} recall@{stats['recall_k']} vs exact = {recall:.4f}"
+    print(msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

