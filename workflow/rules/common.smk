@@ -30,6 +30,32 @@ wildcard_constraints:
     num=r"\d{4}",
 
 
+def repo_path(path: str) -> str:
+    """A relative path in a config is taken from the repository when it exists there, so a run in
+    another working directory (snakemake --directory DIR) finds ../shared/data and config/deepspeed."""
+    if path and not Path(path).is_absolute() and (REPO / path).exists() and not Path(path).exists():
+        return str(REPO / path)
+    return path
+
+
+def _resolve_paths():
+    if not config["pretrain"]["source"].startswith("hf:"):
+        config["pretrain"]["source"] = repo_path(config["pretrain"]["source"])
+    for ds in DATASETS.values():
+        if ds.get("path"):
+            ds["path"] = repo_path(ds["path"])
+    for section in ("adapt", "finetune"):
+        if config[section].get("deepspeed"):
+            config[section]["deepspeed"] = repo_path(config[section]["deepspeed"])
+    data = config["finetune"]["data"]
+    if data.get("path"):
+        data["path"] = repo_path(data["path"])
+    config["base_model"]["source"] = repo_path(config["base_model"]["source"])
+
+
+_resolve_paths()
+
+
 def _check_config():
     """Cross-field checks the schema cannot express; errors name the key and the fix."""
     data = config["finetune"]["data"]
