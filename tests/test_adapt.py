@@ -180,3 +180,14 @@ def test_unknown_variant_lists_valid_ones(tiny_model_dir, tmp_path, capsys):
             ]
         )
     assert "valid variants: none, ebae, ebar, joint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_with_joint_mask(tiny_model_dir, tmp_path, lora):
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(4))
+    out = tmp_path / "gc"
+    extra = ["--use_lora", "--lora_r", "4"] if lora else []
+    run(tiny_model_dir, train, out, "--variant", "joint", "--max_steps", "2", "--gradient_checkpointing", *extra)
+    cfg = json.loads((out / "llara_config.json").read_text())
+    assert cfg["training"]["gradient_checkpointing"] is True and cfg["global_step"] == 2
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in cfg["log_history"] if "loss" in h)
