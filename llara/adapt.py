@@ -167,12 +167,12 @@ class AdaptTrainer(PartsLoggingTrainer):
             logits_to_keep=keep_idx,
         )
         logits = out.logits  # (B, len(keep_idx), V)
-        offset = text_end if self.lm_weight > 0 else 0
+        # one slice for all slot columns: each slice of the big logits costs a full-size buffer in backward
+        slot_block = logits[:, text_end if self.lm_weight > 0 else 0 :].float()  # (B, n_kinds * S, V)
         bows: dict[str, torch.Tensor] = {}
-        for kind in slots:
-            slot_logits = logits[:, offset : offset + self.n_slots].float()  # (B, S, V)
+        for i, kind in enumerate(slots):
+            slot_logits = slot_block[:, i * self.n_slots : (i + 1) * self.n_slots]  # (B, S, V)
             bows[kind], _ = bow_loss(slot_logits, inputs[f"{kind}_targets"], self.bow_scale)
-            offset += self.n_slots
         lm = (
             lm_loss(logits[:, :text_end].float(), inputs["lm_labels"][:, :text_end])
             if self.lm_weight > 0
@@ -222,6 +222,12 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments) -> Path:
     )
     checkpoints = prepare_output(output, config)
     dtype = torch.bfloat16 if training_args.bf16 else None
+    if training_args.deepspeed:
+        # ZeRO-3 partitions the weights inside from_pretrained (deepspeed.zero.Init), which reads the
+        # world size from DeepSpeed's comm layer; with --use_cpu nothing has set it up yet.
+        import deepspeed
+
+        deepspeed.init_distributed()
     model, tokenizer = load_causal_lm(
         args.model_name_or_path, args.prompt_style, args.attn_implementation, dtype
     )
