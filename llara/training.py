@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from llara.io import atomic_write_json, code_version, jsonable
 
 CONFIG_NAME = "llara_config.json"
+log = logging.getLogger("llara.training")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -44,7 +46,8 @@ def work_dir(output: str | Path) -> Path:
 
 
 def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
-    """Refuse a finished ``output``; create or reuse ``<output>.partial``; return the checkpoint folder."""
+    """Refuse a finished ``output``; reuse ``<output>.partial`` when it was made with the same
+    configuration (resume), start it over when not; return the checkpoint folder."""
     output = Path(output)
     if output.exists():
         raise FileExistsError(f"{output} already exists and is complete; delete it to train again")
@@ -54,13 +57,10 @@ def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
     if previous.exists():
         before = {k: v for k, v in json.loads(previous.read_text()).items() if k != "code_version"}
         if before != stage_config:
-            changed = sorted(
-                k for k in set(before) | set(stage_config) if before.get(k) != stage_config.get(k)
-            )
-            raise ValueError(
-                f"{work} holds checkpoints of a run with another configuration (differs in: "
-                f"{', '.join(changed)}); delete {work} to start over"
-            )
+            changed = sorted(k for k in set(before) | set(stage_config) if before.get(k) != stage_config.get(k))
+            log.warning("%s holds checkpoints of a run with another configuration (differs in: %s); "
+                        "starting over", work, ", ".join(changed))
+            shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(previous, jsonable(config))
     return work / "checkpoints"

@@ -139,20 +139,27 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
         run(tiny_model_dir, train, tmp_path / "resumed", *args)
     assert not (tmp_path / "resumed").exists()  # nothing final after an interruption
     assert (tmp_path / "resumed.partial" / "checkpoints" / "checkpoint-2").is_dir()
-    monkeypatch.setattr(adapt.AdaptTrainer, "training_step", original)
+    calls["n"] = 10  # count the steps of the rerun from here: it must only run steps 3 and 4
     run(tiny_model_dir, train, tmp_path / "resumed", *args)
+    assert calls["n"] == 12, f"the rerun trained {calls['n'] - 10} steps instead of resuming at step 3"
     a = load_file(tmp_path / "straight" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "model.safetensors")
+    # Same weights up to float noise: CPU kernels are not bit-reproducible run to run, and Adam turns
+    # 1e-9 gradient noise into lr-sized steps on near-zero gradients (lr 1e-3 here, 4 steps).
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=5e-3)
+    logged = lambda d: [h["loss"] for h in json.loads((d / "llara_config.json").read_text())["log_history"] if "loss" in h]  # noqa: E731
+    assert logged(tmp_path / "resumed")[-2:] == pytest.approx(logged(tmp_path / "straight")[-2:], abs=1e-3)
 
 
-def test_resume_with_other_config_is_refused(tiny_model_dir, tmp_path):
-    (tmp_path / "out.partial").mkdir()
+def test_checkpoints_of_another_config_are_not_resumed(tiny_model_dir, tmp_path, caplog):
+    stale = tmp_path / "out.partial" / "checkpoints" / "checkpoint-7"
+    stale.mkdir(parents=True)
     (tmp_path / "out.partial" / "llara_config.json").write_text(json.dumps({"variant": "ebae"}))
     train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(2))
-    with pytest.raises(ValueError, match="another configuration"):
-        run(tiny_model_dir, train, tmp_path / "out", "--variant", "joint", "--max_steps", "1")
+    run(tiny_model_dir, train, tmp_path / "out", "--variant", "joint", "--max_steps", "1")
+    assert "another configuration" in caplog.text and "differs in" in caplog.text
+    assert json.loads((tmp_path / "out" / "llara_config.json").read_text())["global_step"] == 1
 
 
 def test_bad_inputs_name_file_line_and_field(tiny_model_dir, tmp_path):
