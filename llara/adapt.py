@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from llara.losses import bow_loss, combine_adaptation_losses, lm_loss
 from llara.masks import joint_inputs, position_ids_from_mask
@@ -34,8 +34,10 @@ from llara.training import (
     PartsLoggingTrainer,
     finalize_output,
     last_checkpoint,
+    parse_stage_args,
     prepare_output,
     resolve_precision,
+    save_trained,
     training_config,
     work_dir,
 )
@@ -267,32 +269,20 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments) -> Path:
     result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
     if args.use_lora:
         trainer.model = trainer.model.merge_and_unload()  # downstream stages read a plain HF model
-    trainer.save_model(str(final))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(final)
-        finalize_output(
-            output,
-            final,
-            {
-                **config,
-                "rows_used": len(rows),
-                "rows_skipped_no_targets": skipped,
-                "train_loss": result.training_loss,
-                "global_step": result.global_step,
-                "log_history": trainer.state.log_history,
-            },
-        )
+    save_trained(
+        trainer,
+        tokenizer,
+        output,
+        config,
+        rows_used=len(rows),
+        rows_skipped_no_targets=skipped,
+        train_loss=result.training_loss,
+    )
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    parser = HfArgumentParser((AdaptArguments, TrainingArguments))
-    try:
-        args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:
-        parser.error(str(err))
-    run_adapt(args, training_args)
+    run_adapt(*parse_stage_args(AdaptArguments, argv))
     return 0
 
 

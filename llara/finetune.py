@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from llara.adapt import LORA_TARGETS
 from llara.losses import info_nce, info_nce_cross_device
@@ -33,12 +33,12 @@ from llara.rows import FINETUNE_FIELDS, RowError, load_rows
 from llara.training import (
     PRECISIONS,
     PartsLoggingTrainer,
-    finalize_output,
     last_checkpoint,
+    parse_stage_args,
     prepare_output,
     resolve_precision,
+    save_trained,
     training_config,
-    work_dir,
 )
 
 log = logging.getLogger("llara.finetune")
@@ -202,33 +202,14 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> P
         cross_device=args.cross_device_negatives,
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
-    final = work_dir(output) / "final"
     if args.use_lora and args.merge_lora:
         trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(str(final))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(final)
-        finalize_output(
-            output,
-            final,
-            {
-                **config,
-                "rows_used": len(rows),
-                "train_loss": result.training_loss,
-                "global_step": result.global_step,
-                "log_history": trainer.state.log_history,
-            },
-        )
+    save_trained(trainer, tokenizer, output, config, rows_used=len(rows), train_loss=result.training_loss)
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
-    try:
-        args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:
-        parser.error(str(err))
+    args, training_args = parse_stage_args(FinetuneArguments, argv)
     args.model_name_or_path = _absolute_if_local(args.model_name_or_path)
     run_finetune(args, training_args)
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from llara.io import atomic_write_json, code_version, jsonable
@@ -57,9 +57,14 @@ def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
     if previous.exists():
         before = {k: v for k, v in json.loads(previous.read_text()).items() if k != "code_version"}
         if before != stage_config:
-            changed = sorted(k for k in set(before) | set(stage_config) if before.get(k) != stage_config.get(k))
-            log.warning("%s holds checkpoints of a run with another configuration (differs in: %s); "
-                        "starting over", work, ", ".join(changed))
+            changed = sorted(
+                k for k in set(before) | set(stage_config) if before.get(k) != stage_config.get(k)
+            )
+            log.warning(
+                "%s holds checkpoints of a run with another configuration (differs in: %s); starting over",
+                work,
+                ", ".join(changed),
+            )
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(previous, jsonable(config))
@@ -108,3 +113,29 @@ class PartsLoggingTrainer(Trainer):
             logs.update({name: round(total / count, 6) for name, (total, count) in sums.items()})
             sums.clear()
         super().log(logs, *args, **kwargs)
+
+
+def parse_stage_args(stage_class: type, argv: list[str] | None) -> tuple[Any, TrainingArguments]:
+    """The stage's own dataclass and ``TrainingArguments`` from the command line (unknown flags fail)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = HfArgumentParser((stage_class, TrainingArguments))
+    try:
+        return tuple(parser.parse_args_into_dataclasses(args=argv))
+    except ValueError as err:  # a dataclass __post_init__ check: show it as a usage error
+        parser.error(str(err))
+
+
+def save_trained(
+    trainer: Trainer, tokenizer: Any, output: Path, config: dict[str, Any], **extra: Any
+) -> None:
+    """Save the model (all ranks take part, DeepSpeed gathers) and, on rank 0, finish ``output``."""
+    final = work_dir(output) / "final"
+    trainer.save_model(str(final))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(final)
+        state = trainer.state
+        finalize_output(
+            output,
+            final,
+            {**config, **extra, "global_step": state.global_step, "log_history": state.log_history},
+        )
