@@ -6,10 +6,17 @@
 * ``local`` (default) runs the command as a submitit local job (a subprocess); ``debug`` runs it in
   this process; ``slurm`` submits it with ``sbatch`` through submitit.
 * The rule's log (this program's output) records the job id and the paths of the job's own logs;
-  a failed job exits non-zero and prints the tail of the job's error log.
-* SIGINT / SIGTERM (Snakemake interrupted) cancel the job before exiting.
-* On SLURM a job that reaches its time limit is requeued by submitit (``Checkpointable``): the
-  command runs again and the training stages resume from ``<output>.partial/checkpoints``.
+  a failed job exits non-zero and prints its id, its state and the tail of its error log.
+* The job's result files are looked at every ``--poll-s`` seconds and, on SLURM, its state is asked
+  of ``sacct`` (of ``squeue`` where accounting does not answer) at least every ``--state-poll-s``,
+  so a job killed from outside (``scancel``, node failure) fails the rule within a bounded time.
+* SIGINT / SIGTERM / SIGHUP (Snakemake interrupted, terminal closed) cancel the job before exiting.
+* On SLURM a job that reaches its time limit gets USR2 ``--signal-delay-s`` seconds before it; the
+  submitit task stops the command (SIGTERM, then SIGKILL after ``--stop-grace-s``) and requeues the
+  job (``Checkpointable``): the command runs again and the training stages resume from
+  ``<output>.partial/checkpoints``. The command itself is started with USR2 ignored, so SLURM's
+  signal (sent to every process of the job step) does not kill it behind submitit's back; a
+  warning that comes once the command has ended requeues nothing.
 * ``--tasks N`` starts N tasks (processes) per node; each gets RANK, LOCAL_RANK, WORLD_SIZE,
   MASTER_ADDR and MASTER_PORT from submitit's ``TorchDistributedEnvironment``, which is what the
   transformers Trainer (and DeepSpeed through it) read: SLURM's srun is the launcher, not us.
@@ -18,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -26,20 +34,54 @@ import time
 from pathlib import Path
 
 import submitit
+from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.helpers import Checkpointable
 
 CLUSTERS = ("local", "debug", "slurm")
+# states after which a SLURM job never runs again (squeue's and sacct's names)
+SLURM_FINAL = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "REVOKED",
+    "TIMEOUT",
+}
+
+
+class StageFailed(RuntimeError):
+    """The stage command ended with a non-zero status (its own traceback is in the job's error log)."""
+
+
+class CommandEnded(Exception):
+    """Raised by ``checkpoint`` when the time-limit warning finds the command already ended."""
 
 
 class StageCommand(Checkpointable):
-    """A command line run as a submitit job; requeued as is on timeout or preemption."""
+    """A command line run as a submitit job; on timeout or preemption it is stopped and requeued as is."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], stop_grace_s: float = 30.0) -> None:
         self.command = command
+        self.stop_grace_s = stop_grace_s
+        self._proc: subprocess.Popen | None = None
 
-    def __call__(self) -> int:
+    def __getstate__(self) -> dict:  # the running child is not part of what is requeued
+        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._proc = None
+
+    def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         job_env = submitit.JobEnvironment()
+        if job_env.cluster == "slurm" and env.get("SLURM_CPUS_PER_TASK"):
+            # sbatch exports the rule's OMP_NUM_THREADS, which counts login-node cores (1 on SLURM):
+            # the command gets the CPUs its task was given instead
+            env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]
         if job_env.num_tasks > 1:
             dist = submitit.helpers.TorchDistributedEnvironment()
             env.update(
@@ -50,13 +92,63 @@ class StageCommand(Checkpointable):
                 MASTER_PORT=str(dist.master_port),
                 LOCAL_WORLD_SIZE=str(dist.local_world_size),
             )
+        return env
+
+    def __call__(self) -> int:
+        env = self.environment()
+        job_env = submitit.JobEnvironment()
+        shown = ("SLURM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+        extra = [f"{k}={env[k]}" for k in shown if k in env]
+        if job_env.num_tasks > 1:
+            extra += [f"{k}={env[k]}" for k in ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")]
         print(
-            f"[llara.launch] job {job_env.job_id} task {job_env.global_rank}/{job_env.num_tasks}: "
-            f"{' '.join(self.command)}",
+            f"[llara.launch] job {job_env.job_id} task {job_env.global_rank}/{job_env.num_tasks}"
+            f"{' (' + ', '.join(extra) + ')' if extra else ''}: {' '.join(self.command)}",
             flush=True,
         )
-        subprocess.run(self.command, check=True, env=env)
+        warning = submitit.JobEnvironment._usr_sig()  # USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
+        # SLURM sends the warning to every process of the step: the command ignores it (unless it
+        # installs its own handler) and the submitit task decides, stopping the command first
+        ignore = functools.partial(signal.signal, warning, signal.SIG_IGN)
+        self._proc = subprocess.Popen(self.command, env=env, preexec_fn=ignore)
+        try:
+            while self._proc.poll() is None:  # polling keeps the signal handlers free to act
+                time.sleep(0.2)
+            ignore()  # too late to requeue
+        except CommandEnded:  # the warning came as the command ended: finish, do not requeue
+            ignore()
+        finally:
+            self.stop()  # reached with the child still running only through an exception (requeue)
+        rc = self._proc.returncode
+        if rc:
+            how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+            short = " ".join(self.command[:4]) + (" ..." if len(self.command) > 4 else "")
+            raise StageFailed(f"the stage command {how}: {short} (its error output is above)")
         return 0
+
+    def stop(self) -> None:
+        """SIGTERM the command, SIGKILL it after ``stop_grace_s``; no-op once it has ended."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(self.stop_grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # only in a signal handler interrupting poll(): the
+                pass  # exception raised after the handler reaps it
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """USR2 before the time limit (or preemption): stop the command, then requeue it unchanged.
+        A command that has already ended is not run again (its output may be complete)."""
+        if self._proc is not None and self._proc.poll() is not None:
+            raise CommandEnded  # out of submitit's signal handler, caught in __call__
+        print(f"[llara.launch] stopping the command before requeue: {' '.join(self.command)}", flush=True)
+        self.stop()
+        return super().checkpoint(*args, **kwargs)
 
 
 def slurm_parameters(args: argparse.Namespace) -> dict:
@@ -99,42 +191,160 @@ def tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait(job: submitit.Job, poll_s: float) -> None:
-    """Block until the job ends; raise what submitit raises for a failed or vanished job."""
-    while not job.done():
-        time.sleep(poll_s)
-    job.results()  # one result per task
+def squeue_state(job_id: str) -> str | None:
+    """The job's state from slurmctld (kept there MinJobAge seconds after the end); None if unknown."""
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    states = out.stdout.split()
+    return states[0] if out.returncode == 0 and states else None
+
+
+class Waiter:
+    """Tells when a job has ended. Result files are looked at on every poll; on SLURM the state is
+    asked of sacct (squeue where sacct fails) every 2 s while the job is young, then less often up to
+    every ``state_poll_s``: not submitit's backoff to 10 minutes, which leaves a job killed from
+    outside unnoticed for that long, nor a sacct call per second per job on a busy cluster."""
+
+    def __init__(self, job: submitit.Job, cluster: str, state_poll_s: float = 30.0, vanish_s: float = 60.0):
+        self.job, self.cluster = job, cluster
+        self.state_poll_s, self.vanish_s = state_poll_s, vanish_s
+        self.state = "UNKNOWN"
+        self.start = self.checked = time.time()
+        self.unknown_since: float | None = None
+
+    def refresh(self) -> str:
+        self.checked = time.time()
+        if self.cluster != "slurm":
+            self.state = self.job.state
+            return self.state
+        info = self.job.get_info(mode="force")  # one sacct call for the job and all its tasks
+        state = (info.get("State") or "UNKNOWN").split()[0]
+        if state == "UNKNOWN":  # sacct does not answer (no accounting): ask slurmctld
+            state = squeue_state(str(self.job.job_id)) or "UNKNOWN"
+        self.state = state
+        return state
+
+    def done(self) -> bool:
+        if self.job.done():  # result files of every task, or submitit's own (cached) state
+            return True
+        if self.cluster != "slurm":
+            return False
+        now = time.time()
+        if now - self.checked < min(self.state_poll_s, max(2.0, (now - self.start) / 4)):
+            return False
+        state = self.refresh()
+        if state in SLURM_FINAL:
+            return True
+        if state == "UNKNOWN":  # neither sacct nor squeue knows the job any more
+            self.unknown_since = self.unknown_since or now
+            return now - self.unknown_since > self.vanish_s
+        self.unknown_since = None
+        return False
+
+
+def results_written(job: submitit.Job, tasks: int, wait_s: float) -> bool:
+    """Whether every task left its result file (waiting a little for a slow network file system).
+    Checked here because submitit's own wait trusts sacct alone and never ends where it fails."""
+    paths = [
+        submitit.core.utils.JobPaths(job.paths.folder, job.job_id, t).result_pickle for t in range(tasks)
+    ]
+    deadline = time.time() + wait_s
+    while not all(p.exists() for p in paths):
+        if time.time() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def final_state(waiter: Waiter, cluster: str, wait_s: float = 15.0) -> str:
+    """The job's state once SLURM has recorded its end (a failed task's result file comes first)."""
+    deadline = time.time() + (wait_s if cluster == "slurm" else 0)
+    state = waiter.refresh()
+    while cluster == "slurm" and state not in SLURM_FINAL and time.time() < deadline:
+        time.sleep(1)
+        state = waiter.refresh()
+    return state
+
+
+def error_summary(err: BaseException) -> str:
+    """First line of submitit's message, plus the exception line of the job's traceback if any."""
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
+    first = text.splitlines()[0]
+    parts = text.split("-" * 22)  # FailedJobError: header, ----, traceback, ----, where the logs are
+    if isinstance(err, FailedJobError) and len(parts) >= 3:
+        trace = [line.strip() for line in parts[1].splitlines() if line.strip()]
+        return f"{first} {trace[-1]}" if trace else first
+    return first
+
+
+def report_failure(job: submitit.Job, args: argparse.Namespace, state: str, reason: str) -> None:
+    print(
+        f"[llara.launch] {args.cluster} job {job.job_id} ({args.name}) failed, state {state}: {reason}",
+        file=sys.stderr,
+    )
+    if args.cluster == "slurm":
+        print(f"[llara.launch] details: sacct -j {job.job_id}; logs in {args.folder}", file=sys.stderr)
+    folder = job.paths.folder
+    logs = [folder / f"{job.job_id}_{t}_log.err" for t in range(args.tasks)]
+    for path in [p for p in logs if p.exists() and p.stat().st_size] or logs[:1]:
+        print(f"[llara.launch] tail of {path}:\n{tail(path)}", file=sys.stderr)
+
+
+def cancel_and_wait(job: submitit.Job, cluster: str, wait_s: float) -> None:
+    """Cancel the job; on SLURM wait (bounded) until it has left the queue, so nothing runs on."""
+    job.cancel(check=False)
+    if cluster != "slurm":
+        return
+    deadline = time.time() + wait_s
+    while time.time() < deadline and squeue_state(str(job.job_id)) not in SLURM_FINAL | {None}:
+        time.sleep(0.5)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.cluster == "debug":  # in process, no pdb: what a test or a debugger wants
         return subprocess.run(args.command, check=False).returncode
 
+    submitted: list[submitit.Job] = []
+
+    def interrupted(signum, frame):
+        for job in submitted:
+            print(f"[llara.launch] signal {signum}: cancelling job {job.job_id}", flush=True)
+            cancel_and_wait(job, args.cluster, args.cancel_wait_s)
+        if not submitted:
+            print(f"[llara.launch] signal {signum} before submission: nothing to cancel", flush=True)
+        sys.exit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
+
     executor = make_executor(args)
-    job = executor.submit(StageCommand(args.command))
+    job = executor.submit(StageCommand(args.command, args.stop_grace_s))
+    submitted.append(job)
     print(
         f"[llara.launch] {args.cluster} job {job.job_id} ({args.name}); job stdout: {job.paths.stdout}; "
         f"job stderr: {job.paths.stderr}",
         flush=True,
     )
-
-    def cancel(signum, frame):
-        print(f"[llara.launch] signal {signum}: cancelling job {job.job_id}", flush=True)
-        job.cancel(check=False)
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGINT, cancel)
-    signal.signal(signal.SIGTERM, cancel)
+    waiter = Waiter(job, args.cluster, args.state_poll_s)
+    while not waiter.done():
+        time.sleep(args.poll_s)
+    if not results_written(job, args.tasks, args.results_wait_s):
+        reason = "the job ended without a result (cancelled, killed or lost)"
+        report_failure(job, args, final_state(waiter, args.cluster), reason)
+        return 1
     try:
-        wait(job, args.poll_s)
-    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as err:
-        state = getattr(job, "state", "?")
-        print(
-            f"[llara.launch] job {job.job_id} ({args.name}) failed, state {state}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}",
-            file=sys.stderr,
-        )
-        print(f"[llara.launch] tail of {job.paths.stderr}:\n{tail(job.paths.stderr)}", file=sys.stderr)
+        job.results()  # one result per task; raises for a failed or vanished job
+    except (FailedJobError, UncompletedJobError) as err:
+        report_failure(job, args, final_state(waiter, args.cluster), error_summary(err))
         return 1
     print(f"[llara.launch] job {job.job_id} ({args.name}) done", flush=True)
     return 0
@@ -173,7 +383,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="extra sbatch option, e.g. constraint=a100 (repeatable)",
     )
     p.add_argument("--signal-delay-s", type=int, default=120, help="USR2 this long before the time limit")
-    p.add_argument("--poll-s", type=float, default=2.0)
+    p.add_argument(
+        "--stop-grace-s",
+        type=float,
+        default=30.0,
+        help="on USR2, wait this long after SIGTERM to the command before SIGKILL, then requeue",
+    )
+    p.add_argument(
+        "--cancel-wait-s",
+        type=float,
+        default=60.0,
+        help="after scancel, wait at most this long for the job to end",
+    )
+    p.add_argument(
+        "--poll-s", type=float, default=2.0, help="seconds between looks at the job's result files"
+    )
+    p.add_argument(
+        "--state-poll-s",
+        type=float,
+        default=30.0,
+        help="on SLURM, ask sacct for the job's state at most this often once the job has run a while",
+    )
+    p.add_argument(
+        "--results-wait-s",
+        type=float,
+        default=15.0,
+        help="once the job has ended, wait this long for its result files to show up",
+    )
     args = p.parse_args(argv[:split])
     args.command = argv[split + 1 :]
     if not args.command:
@@ -186,4 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the installed module, not __main__, so the pickled job refers to llara.launch.StageCommand
+    from llara.launch import main as _main
+
+    sys.exit(_main())

@@ -123,7 +123,9 @@ def wide_table(long: pd.DataFrame, metric: str = "ndcg@10") -> tuple[pd.DataFram
     df["row"] = df["dataset"] + ("/" + df["split"] if several_splits else "")
     styled = df["prompt_style"] != "-"  # baselines (BM25, plain encoders) have no prompt style
     several_styles = df.loc[styled, "prompt_style"].nunique() > 1
-    df["col"] = df["variant"] + ((" [" + df["prompt_style"] + "]").where(styled, "") if several_styles else "")
+    df["col"] = df["variant"] + (
+        (" [" + df["prompt_style"] + "]").where(styled, "") if several_styles else ""
+    )
     g = df.groupby(["row", "col"])["value"]
     means, counts = g.mean().unstack("col"), g.count().unstack("col")
     order = variant_order(df["variant"])

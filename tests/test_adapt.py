@@ -148,7 +148,12 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
     # 1e-9 gradient noise into lr-sized steps on near-zero gradients (lr 1e-3 here, 4 steps).
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=5e-3)
-    logged = lambda d: [h["loss"] for h in json.loads((d / "llara_config.json").read_text())["log_history"] if "loss" in h]  # noqa: E731
+
+    def logged(d):
+        return [
+            h["loss"] for h in json.loads((d / "llara_config.json").read_text())["log_history"] if "loss" in h
+        ]
+
     assert logged(tmp_path / "resumed")[-2:] == pytest.approx(logged(tmp_path / "straight")[-2:], abs=1e-3)
 
 
@@ -194,7 +199,17 @@ def test_gradient_checkpointing_with_joint_mask(tiny_model_dir, tmp_path, lora):
     train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(4))
     out = tmp_path / "gc"
     extra = ["--use_lora", "--lora_r", "4"] if lora else []
-    run(tiny_model_dir, train, out, "--variant", "joint", "--max_steps", "2", "--gradient_checkpointing", *extra)
+    run(
+        tiny_model_dir,
+        train,
+        out,
+        "--variant",
+        "joint",
+        "--max_steps",
+        "2",
+        "--gradient_checkpointing",
+        *extra,
+    )
     cfg = json.loads((out / "llara_config.json").read_text())
     assert cfg["training"]["gradient_checkpointing"] is True and cfg["global_step"] == 2
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in cfg["log_history"] if "loss" in h)

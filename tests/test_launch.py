@@ -137,3 +137,27 @@ def test_usage_errors():
     from llara.launch import slurm_parameters
 
     assert slurm_parameters(args)["slurm_gres"] == "gpu:2"
+
+
+def test_checkpoint_stops_the_running_command_and_requeues_it_unchanged():
+    import cloudpickle
+
+    from llara.launch import StageCommand
+
+    cmd = StageCommand([PY, "-c", "import time; time.sleep(60)"], stop_grace_s=5)
+    cmd._proc = subprocess.Popen(cmd.command)
+    start = time.time()
+    delayed = cmd.checkpoint()
+    assert cmd._proc.returncode == -signal.SIGTERM and time.time() - start < 5
+    again = cloudpickle.loads(cloudpickle.dumps(delayed))  # what submitit writes for the requeued job
+    assert again.function.command == cmd.command and again.function._proc is None
+
+
+def test_checkpoint_after_the_command_ended_requeues_nothing():
+    from llara.launch import CommandEnded, StageCommand
+
+    cmd = StageCommand([PY, "-c", "pass"])
+    cmd._proc = subprocess.Popen(cmd.command)
+    cmd._proc.wait()
+    with pytest.raises(CommandEnded):
+        cmd.checkpoint()

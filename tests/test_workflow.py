@@ -15,17 +15,33 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    "HF_HUB_OFFLINE": "1",
+}
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def snakemake(workdir: Path, config: dict | Path, *args: str, snakefile: Path = REPO / "Snakefile", timeout=600):
+def snakemake(
+    workdir: Path, config: dict | Path, *args: str, snakefile: Path = REPO / "Snakefile", timeout=600
+):
     if isinstance(config, dict):
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         config = path
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
-           "--configfile", str(config), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
@@ -56,9 +72,22 @@ def test_every_shipped_config_plans(tmp_path, name):
 def test_default_grid_job_counts(tmp_path):
     counts = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
     # 4 variants + bm25 + minilm on 1 dataset; 4 LLaRA + 1 plain encoder are encoded
-    assert counts == {"synthetic": 1, "pretrain_pairs": 1, "base_model": 1, "mine_negatives": 1, "adapt": 4,
-                      "finetune": 4, "encode_corpus": 5, "encode_queries": 5, "search": 5, "bm25": 1,
-                      "score": 6, "tables": 1, "all": 1, "total": 36}
+    assert counts == {
+        "synthetic": 1,
+        "pretrain_pairs": 1,
+        "base_model": 1,
+        "mine_negatives": 1,
+        "adapt": 4,
+        "finetune": 4,
+        "encode_corpus": 5,
+        "encode_queries": 5,
+        "search": 5,
+        "bm25": 1,
+        "score": 6,
+        "tables": 1,
+        "all": 1,
+        "total": 36,
+    }
 
 
 @pytest.mark.parametrize(
@@ -93,16 +122,31 @@ def test_finetune_dataset_must_be_evaluated(tmp_path):
 def micro_config() -> dict:
     """The default grid shrunk to seconds per job (same DAG, tiny sizes)."""
     cfg = copy.deepcopy(DEFAULT)
-    cfg["synthetic"] = {"seed": 0, "n_articles": 60, "n_corpus_articles": 12, "n_train_queries": 12,
-                        "n_test_queries": 8}
+    cfg["synthetic"] = {
+        "seed": 0,
+        "n_articles": 60,
+        "n_corpus_articles": 12,
+        "n_train_queries": 12,
+        "n_test_queries": 8,
+    }
     cfg["pretrain"].update(chunk_words=32, max_rows=40)
-    cfg["base_model"]["tiny"] = {"vocab_size": 400, "hidden_size": 32, "layers": 1, "heads": 2,
-                                 "intermediate_size": 64, "block_size": 32, "batch_size": 4, "max_steps": 3}
-    cfg["adapt"].update(max_steps=2, per_device_train_batch_size=4, max_length=160, target_max_length=64,
-                        save_steps=1)
+    cfg["base_model"]["tiny"] = {
+        "vocab_size": 400,
+        "hidden_size": 32,
+        "layers": 1,
+        "heads": 2,
+        "intermediate_size": 64,
+        "block_size": 32,
+        "batch_size": 4,
+        "max_steps": 3,
+    }
+    cfg["adapt"].update(
+        max_steps=2, per_device_train_batch_size=4, max_length=160, target_max_length=64, save_steps=1
+    )
     cfg["finetune"]["data"].update(num_negs=2, depth=10)
-    cfg["finetune"].update(max_steps=2, per_device_train_batch_size=2, group_size=2, lora_r=2, lora_alpha=4,
-                           save_steps=1)
+    cfg["finetune"].update(
+        max_steps=2, per_device_train_batch_size=2, group_size=2, lora_r=2, lora_alpha=4, save_steps=1
+    )
     cfg["evaluate"].update(batch_size=16, top_k=20)
     cfg["evaluate"]["baselines"] = {"bm25": True}
     cfg["launcher"]["poll_s"] = 0.2
