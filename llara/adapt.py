@@ -26,7 +26,7 @@ from llara.losses import bow_loss, combine_adaptation_losses, lm_loss
 from llara.masks import joint_inputs, position_ids_from_mask
 from llara.modeling import load_causal_lm
 from llara.pooling import slot_positions
-from llara.prompts import PROMPT_STYLES, SLOT_TOKENS, Prompter, check_style, left_pad
+from llara.prompts import PROMPT_STYLES, Prompter, check_style, left_pad
 from llara.rows import PRETRAIN_FIELDS, load_rows
 from llara.targets import bow_targets, pad_targets
 from llara.training import (
@@ -40,6 +40,7 @@ from llara.training import (
     save_trained,
     training_config,
     work_dir,
+    wrap_lora,
 )
 
 log = logging.getLogger("llara.adapt")
@@ -197,21 +198,6 @@ def drop_rows_without_targets(ds, collator: AdaptCollator, variant: str):
     return kept, len(ds) - len(kept)
 
 
-def wrap_lora(model, tokenizer, args: AdaptArguments):
-    from peft import LoraConfig, get_peft_model
-
-    new_tokens = [tokenizer.convert_tokens_to_ids(t) for t in SLOT_TOKENS if t in tokenizer.get_vocab()]
-    config = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=args.lora_target_modules,
-        trainable_token_indices=new_tokens if args.prompt_style == "released" else None,
-    )
-    return get_peft_model(model, config)
-
-
 def run_adapt(args: AdaptArguments, training_args: TrainingArguments) -> Path:
     """Adapt ``args.model_name_or_path`` and write the model + tokenizer + config to ``output_dir``."""
     output = Path(training_args.output_dir)
@@ -251,7 +237,15 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments) -> Path:
             f"{args.train_file}: no row has target tokens left; check the file and --remove_stop_words"
         )
     if args.use_lora:
-        model = wrap_lora(model, tokenizer, args)
+        model = wrap_lora(
+            model,
+            tokenizer,
+            "CAUSAL_LM",
+            args.lora_r,
+            args.lora_alpha,
+            args.lora_dropout,
+            args.lora_target_modules,
+        )
     training_args = dataclasses.replace(
         training_args, output_dir=str(checkpoints), remove_unused_columns=False
     )

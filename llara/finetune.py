@@ -28,7 +28,7 @@ from llara.adapt import LORA_TARGETS
 from llara.losses import info_nce, info_nce_cross_device
 from llara.modeling import last_hidden, load_backbone, load_tokenizer, resize_for_tokenizer
 from llara.pooling import pool
-from llara.prompts import KINDS, PROMPT_STYLES, SLOT_TOKENS, Prompter, check_kind, check_style
+from llara.prompts import KINDS, PROMPT_STYLES, Prompter, check_kind, check_style
 from llara.rows import FINETUNE_FIELDS, RowError, load_rows
 from llara.training import (
     PRECISIONS,
@@ -39,6 +39,7 @@ from llara.training import (
     resolve_precision,
     save_trained,
     training_config,
+    wrap_lora,
 )
 
 log = logging.getLogger("llara.finetune")
@@ -154,21 +155,6 @@ def check_rows(rows, path: str, group_size: int) -> None:
             )
 
 
-def wrap_lora(model, tokenizer, args: FinetuneArguments):
-    from peft import LoraConfig, get_peft_model
-
-    slots = [tokenizer.convert_tokens_to_ids(t) for t in SLOT_TOKENS if t in tokenizer.get_vocab()]
-    config = LoraConfig(
-        task_type="FEATURE_EXTRACTION",
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=args.lora_target_modules,
-        trainable_token_indices=slots or None,
-    )
-    return get_peft_model(model, config)
-
-
 def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> Path:
     """Fine-tune and write the retriever (LoRA adapter or merged model) + tokenizer + config."""
     output = Path(training_args.output_dir)
@@ -183,7 +169,15 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> P
     model = load_backbone(args.model_name_or_path, args.attn_implementation, dtype)
     resize_for_tokenizer(model, tokenizer)
     if args.use_lora:
-        model = wrap_lora(model, tokenizer, args)
+        model = wrap_lora(
+            model,
+            tokenizer,
+            "FEATURE_EXTRACTION",
+            args.lora_r,
+            args.lora_alpha,
+            args.lora_dropout,
+            args.lora_target_modules,
+        )
     prompter = Prompter(tokenizer, args.prompt_style)
     dataset = GroupDataset(rows, args.group_size, training_args.seed)
     training_args = dataclasses.replace(

@@ -139,3 +139,24 @@ def save_trained(
             final,
             {**config, **extra, "global_step": state.global_step, "log_history": state.log_history},
         )
+
+
+def wrap_lora(
+    model: Any, tokenizer: Any, task_type: str, r: int, alpha: int, dropout: float, targets: list[str]
+) -> Any:
+    """LoRA adapters on ``targets``; the slot tokens ``<s1>``..``<s16>``, when the tokenizer has them,
+    get trainable embeddings (peft ``trainable_token_indices``): they are new rows nobody trained."""
+    from peft import LoraConfig, get_peft_model
+
+    from llara.prompts import SLOT_TOKENS
+
+    slots = [tokenizer.convert_tokens_to_ids(t) for t in SLOT_TOKENS if t in tokenizer.get_vocab()]
+    config = LoraConfig(
+        task_type=task_type,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        trainable_token_indices=slots or None,
+    )
+    return get_peft_model(model, config)
