@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
+# the rules run `python -m llara.<stage>`: the project's environment comes first
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # where `snakemake --profile slurm` looks the profile up by name
 SLURM_PROFILE_DIR ?= $(HOME)/.config/snakemake/slurm
 
