@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 from llara.losses import bow_loss, combine_adaptation_losses, lm_loss
 from llara.masks import joint_inputs, position_ids_from_mask
@@ -216,6 +216,7 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments) -> Path:
         import deepspeed
 
         deepspeed.init_distributed()
+    set_seed(training_args.seed)  # the new slot-token rows are drawn when the embeddings are resized
     model, tokenizer = load_causal_lm(
         args.model_name_or_path, args.prompt_style, args.attn_implementation, dtype
     )

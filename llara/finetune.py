@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from llara.adapt import LORA_TARGETS
 from llara.losses import info_nce, info_nce_cross_device
@@ -166,6 +166,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> P
 
     tokenizer = load_tokenizer(args.model_name_or_path, args.prompt_style)
     dtype = torch.bfloat16 if training_args.bf16 else None
+    set_seed(training_args.seed)  # the new slot-token rows are drawn when the embeddings are resized
     model = load_backbone(args.model_name_or_path, args.attn_implementation, dtype)
     resize_for_tokenizer(model, tokenizer)
     if args.use_lora:

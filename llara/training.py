@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from llara.io import atomic_write_json, code_version, jsonable
 
@@ -72,7 +71,12 @@ def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
 
 
 def last_checkpoint(checkpoints: Path) -> str | None:
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    """The newest complete checkpoint: one killed while being written has no ``trainer_state.json``."""
+    if not checkpoints.is_dir():
+        return None
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    done = [p for p in done if p.name.split("-")[-1].isdigit()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 def finalize_output(output: str | Path, final: Path, config: dict[str, Any]) -> None:

@@ -213,3 +213,15 @@ def test_gradient_checkpointing_with_joint_mask(tiny_model_dir, tmp_path, lora):
     cfg = json.loads((out / "llara_config.json").read_text())
     assert cfg["training"]["gradient_checkpointing"] is True and cfg["global_step"] == 2
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in cfg["log_history"] if "loss" in h)
+
+
+def test_last_checkpoint_skips_one_killed_while_written(tmp_path):
+    from llara.training import last_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert last_checkpoint(tmp_path / "missing") is None
