@@ -1,36 +1,44 @@
 """Bag-of-words targets for the EBAE / EBAR losses (llara-method.md section 4, step 3).
 
-Targets are the *unique* token ids of the target text, special ids (pad/BOS/EOS, the slot tokens)
-excluded; optionally English stop words and ``! , . ?`` are removed from the text before tokenizing,
-as the released code does. The stop-word list is NLTK's English list, written here because NLTK
-downloads it at run time (stack-notes.md).
+As the official code (``pretrain/data.py`` and ``PreLlamaModel.forward``, commit 7ed43d6):
+
+* with ``remove_stop_words`` the target text is cleaned first: every run of non-word characters
+  becomes a space (``re.sub(r'[\\W_]+', ' ', text)``), then the words whose lower case is in NLTK's
+  English stop-word list (179 words, shipped in ``llara/resources/``) or ``! , . ?`` are dropped;
+* the text is tokenized *with* the tokenizer's special tokens (BOS for Llama) and truncated to
+  ``max_length`` tokens, BOS included, so a Llama target keeps ``max_length - 1`` text tokens;
+* the targets are the *unique* ids left after removing the special ids (pad/unk, BOS, EOS; the
+  official code drops ids <= 2, which are exactly those for Llama-2).
+
+A row whose target ends up empty is kept: the loss of that half leaves it out of its mean
+(:func:`llara.losses.bow_loss`) and the other half and the LM term still train on it.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
+from importlib import resources
 
 import torch
 
-STOP_WORDS = frozenset(
-    """i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves
-    he him his himself she she's her hers herself it it's its itself they them their theirs themselves what
-    which who whom this that that'll these those am is are was were be been being have has had having do
-    does did doing a an the and but if or because as until while of at by for with about against between
-    into through during before after above below to from up down in out on off over under again further
-    then once here there when where why how all any both each few more most other some such no nor not
-    only own same so than too very s t can will just don don't should should've now d ll m o re ve y ain
-    aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn isn't
-    ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't
-    won won't wouldn wouldn't""".split()
-)
-_PUNCT = re.compile(r"[!,.?]")
+_NON_WORD = re.compile(r"[\W_]+")
+EXTRA_STOP_WORDS = ("!", ",", ".", "?")  # added by the official code; they cannot survive the regex
+
+
+@cache
+def stop_words() -> frozenset[str]:
+    """NLTK's English list (package data) plus ``! , . ?``."""
+    text = resources.files("llara").joinpath("resources/nltk_english_stopwords.txt").read_text("utf-8")
+    words = [w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#")]
+    return frozenset(words) | frozenset(EXTRA_STOP_WORDS)
 
 
 def strip_stop_words(text: str) -> str:
-    """Drop English stop words and ``! , . ?`` from ``text`` (released-code option)."""
-    words = _PUNCT.sub(" ", text).split()
-    return " ".join(w for w in words if w.lower() not in STOP_WORDS)
+    """The official clean-up: non-word runs -> space, stop words (case-insensitive) dropped."""
+    words = _NON_WORD.sub(" ", text).split()
+    stops = stop_words()
+    return " ".join(w for w in words if w.lower() not in stops)
 
 
 def bow_targets(
@@ -39,7 +47,7 @@ def bow_targets(
     """Unique target token ids per text (first-occurrence order), ``exclude_ids`` removed."""
     if remove_stop_words:
         texts = [strip_stop_words(t) for t in texts]
-    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
     return [[i for i in dict.fromkeys(ids) if i not in exclude_ids] for ids in encoded]
 
 

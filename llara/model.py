@@ -1,0 +1,447 @@
+"""LlaraModel: one object that owns the prompt layout around a stock Hugging Face decoder.
+
+Read top to bottom, this is the method (llara-method.md, "notes §N"):
+
+* ``PromptLayout`` is the prompt configuration of a checkpoint (style, which prompt queries and
+  passages get, their lengths). It is saved as ``llara_prompt.json`` inside every checkpoint the
+  stages write and read back when loading, so nothing downstream repeats ``--prompt-style``.
+* ``adaptation_batch`` turns pre-training rows into one left-padded batch: ``prefix + T + suffix``
+  (``ebae``/``ebar``) or ``prefix + T + EBAE suffix + EBAR suffix`` (``joint``, notes §3), LM labels
+  on T, and the bag-of-words targets of each half (:mod:`llara.targets`).
+* ``adaptation_loss`` runs the stock model once (for ``joint`` with the 4-D mask of
+  :mod:`llara.masks`, built here in the model's compute dtype), takes LM-head logits at the slots
+  only, the next-token loss from the hidden states of the labelled positions only, and combines the
+  parts as the released code does (notes §4).
+* ``embed`` / ``contrastive_loss`` / ``encode``: mean of the final hidden states at the slots,
+  L2-normalised (:func:`llara.pooling.pool`, the one pooling function), InfoNCE for fine-tuning.
+
+The Trainer trains the *stock* module (``self.model``, maybe wrapped by PEFT, DDP or DeepSpeed) and
+calls these methods with that wrapped module as ``net``: saving, sharding and resuming stay the
+Trainer's own, and every forward goes through the wrapper (DDP's gradient hooks, ZeRO-3 gathers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from llara.choices import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, VARIANTS, check_choice
+from llara.losses import bow_loss, combine_adaptation_losses, info_nce, info_nce_cross_device
+from llara.masks import joint_attention_mask, joint_layout, position_ids_from_mask
+from llara.pooling import pool
+from llara.prompts import SLOT_TOKENS, TEMPLATES, Prompter, left_pad, prepare_tokenizer
+from llara.targets import bow_targets, pad_targets
+
+log = logging.getLogger("llara.model")
+LAYOUT_FILE = "llara_prompt.json"
+TARGET_FIELD = {"ebae": "output_summarize", "ebar": "output_predict"}  # rows of notes §5
+
+
+# ---- the prompt configuration of a checkpoint ------------------------------------------------------
+@dataclass(frozen=True)
+class PromptLayout:
+    style: str = "released"
+    query_prompt: str = "ebar"  # released code: EBAR for queries, EBAE for passages (notes §1)
+    passage_prompt: str = "ebae"
+    query_max_length: int = QUERY_MAX_LENGTH
+    passage_max_length: int = PASSAGE_MAX_LENGTH
+
+    def __post_init__(self) -> None:
+        check_choice(self.style, PROMPT_STYLES, "prompt style")
+        check_choice(self.query_prompt, KINDS, "query prompt")
+        check_choice(self.passage_prompt, KINDS, "passage prompt")
+
+    @property
+    def n_slots(self) -> int:
+        return TEMPLATES[self.style].n_slots
+
+    def prompt_for(self, role: str) -> str:
+        """``query`` / ``passage`` -> the prompt kind used for it."""
+        return {"query": self.query_prompt, "passage": self.passage_prompt}[role]
+
+    def save(self, folder: str | Path) -> None:
+        Path(folder, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: str | Path) -> PromptLayout | None:
+        path = Path(folder, LAYOUT_FILE)
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**data)
+
+    def override(self, **changes: Any) -> PromptLayout:
+        """A copy with the non-None ``changes``; warns about each value that differs from this one."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        for key, value in changes.items():
+            if getattr(self, key) != value:
+                log.warning("%s: the checkpoint says %r, overridden with %r", key, getattr(self, key), value)
+        return PromptLayout(**{**asdict(self), **changes})
+
+
+def target_kinds(variant: str) -> tuple[str, ...]:
+    """The halves a variant trains: ``joint`` both, ``ebae``/``ebar`` one, ``none`` nothing."""
+    check_choice(variant, VARIANTS, "variant")
+    return {"joint": ("ebae", "ebar"), "none": ()}.get(variant, (variant,))
+
+
+@dataclass
+class AdaptOutput:
+    """Adaptation loss and its parts (None where a part is not computed); the Trainer logs the parts."""
+
+    loss: Tensor
+    bow_ebae: Tensor | None = None
+    bow_ebar: Tensor | None = None
+    lm: Tensor | None = None
+
+    def parts(self) -> dict[str, Tensor]:
+        return {
+            k: v
+            for k, v in (("bow_ebae", self.bow_ebae), ("bow_ebar", self.bow_ebar), ("lm", self.lm))
+            if v is not None
+        }
+
+
+@dataclass
+class ContrastOutput:
+    loss: Tensor
+    q_emb: Tensor  # (B, H)
+    p_emb: Tensor  # (B * G, H)
+    scores: Tensor  # (B, B * G) local queries against local passages, divided by the temperature
+
+
+# ---- loading ----------------------------------------------------------------------------------------
+def compute_dtype(module: nn.Module, device_type: str) -> torch.dtype:
+    """The dtype activations have: autocast's when it is on, else the first floating parameter's."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def has_slot_tokens(tokenizer: PreTrainedTokenizerBase) -> bool:
+    vocab = tokenizer.get_vocab()
+    return all(t in vocab for t in SLOT_TOKENS)
+
+
+def load_tokenizer(
+    path: str | Path, style: str, allow_untrained_slots: bool = False
+) -> PreTrainedTokenizerBase:
+    """Tokenizer of ``path`` prepared for ``style``; a released-style checkpoint must hold the slot tokens."""
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if style == "released" and not has_slot_tokens(tokenizer) and not allow_untrained_slots:
+        raise ValueError(
+            f"{path}: the tokenizer lacks the slot tokens <s1>..<s16> of the released prompt style, so "
+            "their embeddings were never trained. Use a checkpoint written by `llara.adapt` (or a BAAI LLARA "
+            "checkpoint), or pass --allow_untrained_slots to add them with random embeddings."
+        )
+    prepare_tokenizer(tokenizer, style)
+    return tokenizer
+
+
+def adapter_base_path(adapter_dir: Path) -> str:
+    """The base model of a LoRA adapter folder; a relative path is taken from the adapter folder."""
+    base = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if not os.path.isabs(base) and (adapter_dir / base).exists():
+        return str((adapter_dir / base).resolve())
+    return base
+
+
+def make_adapter_portable(adapter_dir: Path) -> None:
+    """Record the base model relative to the adapter folder, so results move as one tree."""
+    path = adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text())
+    base = config.get("base_model_name_or_path")
+    if base and Path(base).exists():
+        config["base_model_name_or_path"] = os.path.relpath(Path(base).resolve(), adapter_dir.resolve())
+        path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def resize_for_tokenizer(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Grow the embedding matrix (and LM head) when the tokenizer gained tokens; True if it did."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+        return True
+    return False
+
+
+def load_module(
+    path: str | Path, *, head: bool, dtype: torch.dtype | None, attn_implementation: str
+) -> nn.Module:
+    """Stock HF module of ``path``: with the LM head (adaptation) or without (fine-tuning, encoding).
+    A LoRA adapter folder is loaded on its base model and merged."""
+    path = Path(path)
+    auto = AutoModelForCausalLM if head else AutoModel
+    kwargs = {"attn_implementation": attn_implementation, "dtype": dtype or torch.float32}
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = auto.from_pretrained(adapter_base_path(path), **kwargs)
+        resize_for_tokenizer(base, AutoTokenizer.from_pretrained(str(path)))  # slot tokens added later
+        return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    return auto.from_pretrained(str(path), **kwargs)
+
+
+def lm_loss_rows(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Next-token loss from the hidden states of labelled positions: (N, H), (V, H), (N,) -> ().
+    Placeholder for the chunked loss of llara.losses (being written); plain full logits for now."""
+    logits = hidden @ weight.T  # (N, V)
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+# ---- the model --------------------------------------------------------------------------------------
+class LlaraModel(nn.Module):
+    """A stock HF decoder (``model``) with its tokenizer and prompt layout."""
+
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, layout: PromptLayout) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.layout = layout
+        self.prompter = Prompter(tokenizer, layout.style)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        layout: PromptLayout | None = None,
+        head: bool = False,
+        dtype: torch.dtype | None = None,
+        attn_implementation: str = "sdpa",
+        allow_untrained_slots: bool = False,
+        **layout_overrides: Any,
+    ) -> LlaraModel:
+        """Load ``path``. The layout is the checkpoint's ``llara_prompt.json`` (else the defaults),
+        then ``layout`` / ``layout_overrides`` (e.g. ``style="paper"``) replace it, with a warning for
+        every value that disagrees with the checkpoint."""
+        saved = PromptLayout.read(path)
+        if layout is not None and saved is not None:
+            layout = saved.override(**asdict(layout))  # warns where the caller disagrees with the checkpoint
+        layout = (layout or saved or PromptLayout()).override(**layout_overrides)
+        tokenizer = load_tokenizer(path, layout.style, allow_untrained_slots)
+        model = load_module(path, head=head, dtype=dtype, attn_implementation=attn_implementation)
+        resize_for_tokenizer(model, tokenizer)
+        return cls(model, tokenizer, layout)
+
+    def save_pretrained(self, folder: str | Path, **kwargs: Any) -> None:
+        """Weights (or a LoRA adapter) + tokenizer + ``llara_prompt.json``."""
+        folder = Path(folder)
+        self.model.save_pretrained(folder, **kwargs)
+        self.save_layout(folder)
+
+    def save_layout(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.layout.save(folder)
+        if (folder / "adapter_config.json").exists():
+            make_adapter_portable(folder)
+
+    @property
+    def n_slots(self) -> int:
+        return self.layout.n_slots
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def suffix_len(self, kind: str) -> int:
+        return self.prompter.suffix_len(kind)
+
+    def slot_columns(self, width: int, kind: str, joint: bool) -> Tensor:
+        """Columns of ``kind``'s slots in a left-padded row of ``width``: the last ``n_slots`` before
+        the row's end, or, for EBAE in a joint row, before the EBAR suffix. (S,)"""
+        end = width - (self.suffix_len("ebar") if joint and kind == "ebae" else 0)
+        return torch.arange(end - self.n_slots, end)
+
+    # ---- batches ------------------------------------------------------------------------------------
+    def prompt_batch(
+        self, texts: list[str], kind: str, max_length: int, pad_to_multiple_of: int | None = None
+    ):
+        """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` (B, T) under prompt ``kind``."""
+        batch = self.prompter.batch(texts, kind, max_length, pad_to_multiple_of)
+        batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
+        return batch
+
+    def targets(self, texts: list[str], max_length: int, remove_stop_words: bool) -> list[list[int]]:
+        specials = frozenset(self.tokenizer.all_special_ids)
+        return bow_targets(self.tokenizer, texts, specials, max_length, remove_stop_words)
+
+    def adaptation_batch(
+        self,
+        rows: list[dict[str, str]],
+        variant: str,
+        *,
+        max_length: int,
+        target_max_length: int,
+        remove_stop_words: bool = False,
+        pad_to_multiple_of: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Rows ``{input, output_summarize, output_predict}`` -> model inputs (2-D padding mask: the
+        joint 4-D mask is built on the model's device in its dtype), ``lm_labels`` (B, T) with -100
+        off the text, and ``{kind}_targets`` (B, K) padded with -1."""
+        p, kinds = self.prompter, target_kinds(variant)
+        if not kinds:
+            raise ValueError("variant 'none' has no adaptation loss")
+        if variant == "joint":
+            ids = [p.build_joint(r["input"], max_length) for r in rows]
+            batch = joint_layout(
+                ids, p.suffix_len("ebae"), p.suffix_len("ebar"), p.tokenizer.pad_token_id, pad_to_multiple_of
+            )
+        else:
+            ids = [p.build(r["input"], variant, max_length) for r in rows]
+            batch = self.prompter_pad(ids, pad_to_multiple_of)
+        head, tail = len(p.prefix_ids), sum(p.suffix_len(k) for k in kinds)
+        labels = [[-100] * head + r[head : len(r) - tail] + [-100] * tail for r in ids]
+        batch["lm_labels"] = left_pad(labels, -100, pad_to_multiple_of)["input_ids"]  # (B, T)
+        for kind in kinds:
+            texts = [r[TARGET_FIELD[kind]] for r in rows]
+            batch[f"{kind}_targets"] = pad_targets(self.targets(texts, target_max_length, remove_stop_words))
+        return batch
+
+    def prompter_pad(self, ids: list[list[int]], pad_to_multiple_of: int | None) -> dict[str, Tensor]:
+        batch = left_pad(ids, self.tokenizer.pad_token_id, pad_to_multiple_of)
+        batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
+        return batch
+
+    # ---- adaptation -----------------------------------------------------------------------------------
+    def adaptation_loss(
+        self,
+        batch: dict[str, Tensor],
+        *,
+        bow_scale: float = 0.1,
+        lm_weight: float = 1.0,
+        lm_chunk_size: int | None = 1024,
+        net: nn.Module | None = None,
+    ) -> AdaptOutput:
+        """EBAE/EBAR bag-of-words parts + ``lm_weight`` x next-token loss on T (notes §4).
+
+        The variant is read off the batch (which ``*_targets`` it holds). Logits are taken at the slot
+        columns only; the LM term goes from the hidden states of the labelled positions straight to a
+        (chunked) cross-entropy, so no (B, T, V) tensor is made. ``lm_chunk_size=None`` instead asks the
+        stock model for logits at every text column (the plain path, also used when the LM head's
+        weight is not materialised here, as under DeepSpeed ZeRO-3).
+        """
+        net = net if net is not None else self.model
+        ids = batch["input_ids"]  # (B, T)
+        width = ids.shape[1]
+        kinds = tuple(k for k in KINDS if f"{k}_targets" in batch)
+        joint = len(kinds) == 2
+        mask = batch["attention_mask"]
+        if joint and mask.dim() == 2:
+            dtype = compute_dtype(self.model, ids.device.type)
+            mask = joint_attention_mask(mask, self.suffix_len("ebae"), self.suffix_len("ebar"), dtype)
+        slots = [self.slot_columns(width, k, joint) for k in kinds]
+        head_weight = self.model.get_output_embeddings().weight
+        chunked = lm_weight > 0 and lm_chunk_size is not None and head_weight.numel() > 0
+        text_end = width - sum(self.suffix_len(k) for k in kinds)
+        keep = torch.cat(([torch.arange(text_end)] if lm_weight > 0 and not chunked else []) + slots)
+        out = net(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=batch["position_ids"],
+            logits_to_keep=keep.to(ids.device),
+            output_hidden_states=chunked,
+        )
+        n_lm = 0 if chunked or lm_weight == 0 else text_end
+        slot_logits = out.logits[:, n_lm:]  # (B, K * S, V), one slice for all halves
+        bows: dict[str, Tensor] = {}
+        for i, kind in enumerate(kinds):
+            part = slot_logits[:, i * self.n_slots : (i + 1) * self.n_slots]  # (B, S, V)
+            bows[kind], _ = bow_loss(part, batch[f"{kind}_targets"], bow_scale)
+        lm = None
+        if lm_weight > 0:
+            labels = batch["lm_labels"][:, 1:text_end]  # (B, T' - 1): label of column t + 1
+            if chunked:
+                rows = labels != -100  # (B, T' - 1)
+                hidden = out.hidden_states[-1][:, : text_end - 1][rows]  # (N, H) labelled positions only
+                lm = lm_loss_rows(hidden, head_weight, labels[rows], chunk_size=lm_chunk_size)
+            else:
+                logits = out.logits[:, : text_end - 1].flatten(0, 1)  # (B * (T' - 1), V)
+                lm = torch.nn.functional.cross_entropy(logits.float(), labels.flatten(), ignore_index=-100)
+        # the official code leaves a half out of the average when no row of the batch has a target
+        has = {k: bool((batch[f"{k}_targets"] >= 0).any()) for k in kinds}
+        parts = combine_adaptation_losses(
+            bows.get("ebae") if has.get("ebae") else None,
+            bows.get("ebar") if has.get("ebar") else None,
+            lm,
+            lm_weight,
+        )
+        return AdaptOutput(parts["loss"], bows.get("ebae"), bows.get("ebar"), lm)
+
+    # ---- embeddings and fine-tuning ------------------------------------------------------------------
+    def embed(
+        self, batch: dict[str, Tensor], *, net: nn.Module | None = None, normalize: bool = True
+    ) -> Tensor:
+        """A left-padded prompt batch -> pooled slot states, L2-normalised. (B, H)"""
+        net = net if net is not None else self.model
+        position_ids = batch.get("position_ids")
+        if position_ids is None:
+            position_ids = position_ids_from_mask(batch["attention_mask"])
+        kwargs = {"logits_to_keep": 1, "output_hidden_states": True} if hasattr(self.model, "lm_head") else {}
+        out = net(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=position_ids,
+            **kwargs,
+        )
+        hidden = out.last_hidden_state if "last_hidden_state" in out else out.hidden_states[-1]  # (B, T, H)
+        return pool(hidden, self.n_slots, normalize=normalize)
+
+    def contrastive_loss(
+        self,
+        queries: dict[str, Tensor],
+        passages: dict[str, Tensor],
+        *,
+        temperature: float = 0.01,
+        group_size: int = 16,
+        cross_device: bool = False,
+        net: nn.Module | None = None,
+    ) -> ContrastOutput:
+        """InfoNCE of queries against their groups of passages, in-batch (and cross-device) negatives."""
+        q = self.embed(queries, net=net)  # (B, H)
+        p = self.embed(passages, net=net)  # (B * G, H)
+        loss_fn = info_nce_cross_device if cross_device else info_nce
+        loss = loss_fn(q, p, temperature, group_size)
+        scores = q.float() @ p.float().T / temperature  # (B, B * G)
+        return ContrastOutput(loss, q, p, scores.detach())
+
+    @torch.inference_mode()
+    def encode(
+        self, texts: list[str], role: str, *, batch_size: int = 32, max_length: int | None = None
+    ) -> Tensor:
+        """Texts -> (N, H) float32 embeddings; ``role`` is ``query`` or ``passage`` (its prompt and length
+        come from the layout) or a prompt kind (``ebae`` / ``ebar``, then give ``max_length``)."""
+        if role in ("query", "passage"):
+            kind = self.layout.prompt_for(role)
+            max_length = max_length or getattr(self.layout, f"{role}_max_length")
+        else:
+            kind = check_choice(role, KINDS + ("query", "passage"), "role")
+            if max_length is None:
+                raise ValueError("encode with a prompt kind needs max_length")
+        was_training = self.model.training
+        self.model.eval()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)  # less padding
+        out = torch.empty(len(texts), self.model.config.hidden_size)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            batch = self.prompt_batch([texts[i] for i in idx], kind, max_length)
+            out[idx] = self.embed({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
+        self.model.train(was_training)
+        return out
