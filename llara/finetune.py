@@ -2,13 +2,15 @@
 
 ``python -m llara.finetune --model_name_or_path ADAPTED --train_file train.jsonl --output_dir OUT``
 
-RepLLaMA-style, as the released code: LoRA (r=64, alpha=16, dropout 0.1 on q,k,v,o,gate,up,down),
-InfoNCE with temperature 0.01 over in-batch and hard negatives (optionally shared across devices),
-groups of 16 passages (1 positive + 15 negatives), query max length 64, passage max length 160.
-Queries use the EBAR prompt and passages the EBAE prompt by default ("N2S").
-Rows are ``{query, pos: [...], neg: [...]}`` JSONL. The model has no LM head here: the backbone's
-final hidden states are pooled with :func:`llara.pooling.pool` (the released code computes
-full-vocabulary logits it never uses, method notes section 8).
+RepLLaMA-style, as the released code: LoRA (r=64, alpha=16, dropout 0.1 on q,k,v,o,gate,up,down; the
+slot-token embeddings train only with ``--train_slot_embeddings``), InfoNCE with temperature 0.01 over
+in-batch and hard negatives (``--cross_device_negatives`` shares them across processes and needs a
+process group, e.g. torchrun), groups of 16 passages (1 positive + 15 negatives), query/passage max
+length 64/160. The prompts come from the adapted checkpoint's ``llara_prompt.json`` (per variant:
+``ebae`` EBAE for both, ``ebar`` EBAR for both, ``joint``/``none`` EBAR queries and EBAE passages);
+``--query_prompt``/``--passage_prompt`` override them, and a prompt whose slots adaptation never
+trained is refused unless ``--allow_untrained_slots``. Rows are ``{query, pos: [...], neg: [...]}``.
+No LM head is loaded (the released code computes logits it never uses, method notes section 8).
 """
 
 from __future__ import annotations
@@ -22,25 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments
 
 from llara.adapt import LORA_TARGETS
-from llara.losses import info_nce, info_nce_cross_device
-from llara.modeling import last_hidden, load_backbone, load_tokenizer, resize_for_tokenizer
-from llara.pooling import pool
-from llara.prompts import KINDS, PROMPT_STYLES, Prompter, check_kind, check_style
+from llara.choices import KINDS, PROMPT_STYLES, check_choice
+from llara.model import LlaraModel
 from llara.rows import FINETUNE_FIELDS, RowError, load_rows
-from llara.training import (
-    PRECISIONS,
-    PartsLoggingTrainer,
-    last_checkpoint,
-    parse_stage_args,
-    prepare_output,
-    resolve_precision,
-    save_trained,
-    training_config,
-    wrap_lora,
-)
+from llara.training import PRECISIONS, StagePlan, parse_stage_args, run_stage, wrap_lora
 
 log = logging.getLogger("llara.finetune")
 
@@ -49,25 +39,36 @@ log = logging.getLogger("llara.finetune")
 class FinetuneArguments:
     model_name_or_path: str = field(metadata={"help": "adapted model folder (or any HF decoder)"})
     train_file: str = field(metadata={"help": "JSONL {query, pos: [...], neg: [...]}"})
-    prompt_style: str = field(default="released", metadata={"help": f"one of {', '.join(PROMPT_STYLES)}"})
-    query_prompt: str = field(
-        default="ebar", metadata={"help": f"prompt for queries, one of {', '.join(KINDS)}"}
+    prompt_style: str | None = field(
+        default=None, metadata={"help": f"one of {', '.join(PROMPT_STYLES)}; default: the checkpoint's"}
     )
-    passage_prompt: str = field(
-        default="ebae", metadata={"help": f"prompt for passages, one of {', '.join(KINDS)}"}
+    query_prompt: str | None = field(
+        default=None, metadata={"help": f"prompt for queries ({', '.join(KINDS)}); default: the checkpoint's"}
     )
-    query_max_length: int = 64
-    passage_max_length: int = 160
+    passage_prompt: str | None = field(
+        default=None,
+        metadata={"help": f"prompt for passages ({', '.join(KINDS)}); default: the checkpoint's"},
+    )
+    query_max_length: int | None = field(default=None, metadata={"help": "default: the checkpoint's (64)"})
+    passage_max_length: int | None = field(default=None, metadata={"help": "default: the checkpoint's (160)"})
+    allow_untrained_slots: bool = field(
+        default=False, metadata={"help": "accept prompts whose slot tokens adaptation never trained"}
+    )
     group_size: int = field(
         default=16, metadata={"help": "passages per query: 1 positive + group_size-1 negatives"}
     )
     temperature: float = 0.01
-    cross_device_negatives: bool = field(default=True, metadata={"help": "share passages across devices"})
+    cross_device_negatives: bool = field(
+        default=False, metadata={"help": "share queries and passages across processes (needs torchrun)"}
+    )
     use_lora: bool = True
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    train_slot_embeddings: bool = field(
+        default=False, metadata={"help": "with LoRA, also train the slot-token embeddings (official: no)"}
+    )
     merge_lora: bool = field(
         default=False, metadata={"help": "save a merged full model instead of an adapter"}
     )
@@ -76,9 +77,11 @@ class FinetuneArguments:
     attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:
-        check_style(self.prompt_style)
-        check_kind(self.query_prompt)
-        check_kind(self.passage_prompt)
+        if self.prompt_style is not None:
+            check_choice(self.prompt_style, PROMPT_STYLES, "prompt style")
+        for name in ("query_prompt", "passage_prompt"):
+            if getattr(self, name) is not None:
+                check_choice(getattr(self, name), KINDS, name)
         if self.group_size < 1:
             raise ValueError("--group_size must be at least 1 (the positive)")
 
@@ -113,34 +116,15 @@ class EpochCallback(TrainerCallback):
 
 
 class PairCollator:
-    def __init__(self, prompter: Prompter, args: FinetuneArguments) -> None:
-        self.prompter, self.args = prompter, args
+    def __init__(self, llara: LlaraModel) -> None:
+        self.llara = llara
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
-        a = self.args
-        queries = self.prompter.batch([x["query"] for x in items], a.query_prompt, a.query_max_length)
+        m, layout = self.llara, self.llara.layout
+        queries = m.prompt_batch([x["query"] for x in items], layout.query_prompt, layout.query_max_length)
         texts = [p for x in items for p in x["passages"]]  # (B * G) in groups, positive first
-        passages = self.prompter.batch(texts, a.passage_prompt, a.passage_max_length)
+        passages = m.prompt_batch(texts, layout.passage_prompt, layout.passage_max_length)
         return {"queries": queries, "passages": passages}
-
-
-class ContrastiveTrainer(PartsLoggingTrainer):
-    """Trainer whose only change is ``compute_loss``: InfoNCE over pooled query / passage embeddings."""
-
-    def __init__(
-        self, *args: Any, n_slots: int, temperature: float, group_size: int, cross_device: bool, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.n_slots, self.temperature, self.group_size = n_slots, temperature, group_size
-        self.cross_device = cross_device
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        q = pool(last_hidden(model, inputs["queries"]), self.n_slots)  # (B, H)
-        p = pool(last_hidden(model, inputs["passages"]), self.n_slots)  # (B * G, H)
-        loss_fn = info_nce_cross_device if self.cross_device else info_nce
-        loss = loss_fn(q, p, self.temperature, self.group_size)
-        self.record_parts({"infonce": loss})
-        return (loss, {"q": q, "p": p}) if return_outputs else loss
 
 
 def check_rows(rows, path: str, group_size: int) -> None:
@@ -156,63 +140,76 @@ def check_rows(rows, path: str, group_size: int) -> None:
 
 
 def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> Path:
-    """Fine-tune and write the retriever (LoRA adapter or merged model) + tokenizer + config."""
-    output = Path(training_args.output_dir)
-    training_args = resolve_precision(training_args, args.precision)
-    config = training_config("finetune", args, training_args)
+    """Fine-tune and write the retriever (LoRA adapter or merged model) + tokenizer + layout + config."""
     rows = load_rows(args.train_file, FINETUNE_FIELDS, args.max_rows)
     check_rows(rows, args.train_file, args.group_size)
-    checkpoints = prepare_output(output, config)
+    if args.cross_device_negatives and not torch.distributed.is_initialized():
+        raise ValueError(
+            "--cross_device_negatives needs a process group: launch with torchrun (or srun with the "
+            "launcher's environment), or drop the flag for this-process negatives only"
+        )
 
-    tokenizer = load_tokenizer(args.model_name_or_path, args.prompt_style)
-    dtype = torch.bfloat16 if training_args.bf16 else None
-    set_seed(training_args.seed)  # the new slot-token rows are drawn when the embeddings are resized
-    model = load_backbone(args.model_name_or_path, args.attn_implementation, dtype)
-    resize_for_tokenizer(model, tokenizer)
-    if args.use_lora:
-        model = wrap_lora(
-            model,
-            tokenizer,
+    def load(targs: TrainingArguments) -> LlaraModel:
+        return LlaraModel.from_pretrained(
+            args.model_name_or_path,
+            head=False,
+            dtype=torch.bfloat16 if targs.bf16 else None,
+            attn_implementation=args.attn_implementation,
+            allow_untrained_slots=args.allow_untrained_slots,
+            style=args.prompt_style,
+            query_prompt=args.query_prompt,
+            passage_prompt=args.passage_prompt,
+            query_max_length=args.query_max_length,
+            passage_max_length=args.passage_max_length,
+        )
+
+    def plan(llara: LlaraModel, targs: TrainingArguments) -> StagePlan:
+        dataset = GroupDataset(rows, args.group_size, targs.seed)
+
+        def loss_fn(net, batch):
+            return llara.contrastive_loss(
+                batch["queries"],
+                batch["passages"],
+                temperature=args.temperature,
+                group_size=args.group_size,
+                cross_device=args.cross_device_negatives,
+                net=net,
+            )
+
+        return StagePlan(
+            dataset,
+            PairCollator(llara),
+            loss_fn,
+            callbacks=[EpochCallback(dataset)],
+            record={"layout": dataclasses.asdict(llara.layout)},
+        )
+
+    def lora(llara: LlaraModel):
+        return wrap_lora(
+            llara.model,
+            llara.tokenizer,
             "FEATURE_EXTRACTION",
             args.lora_r,
             args.lora_alpha,
             args.lora_dropout,
             args.lora_target_modules,
+            train_slot_embeddings=args.train_slot_embeddings,
         )
-    prompter = Prompter(tokenizer, args.prompt_style)
-    dataset = GroupDataset(rows, args.group_size, training_args.seed)
-    training_args = dataclasses.replace(
-        training_args, output_dir=str(checkpoints), remove_unused_columns=False
+
+    return run_stage(
+        "finetune",
+        args,
+        training_args,
+        load=load,
+        plan=plan,
+        lora=lora if args.use_lora else None,
+        merge_lora=args.merge_lora,
     )
-    trainer = ContrastiveTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        data_collator=PairCollator(prompter, args),
-        processing_class=tokenizer,
-        callbacks=[EpochCallback(dataset)],
-        n_slots=prompter.n_slots,
-        temperature=args.temperature,
-        group_size=args.group_size,
-        cross_device=args.cross_device_negatives,
-    )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
-    if args.use_lora and args.merge_lora:
-        trainer.model = trainer.model.merge_and_unload()
-    save_trained(trainer, tokenizer, output, config, rows_used=len(rows), train_loss=result.training_loss)
-    return output
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, training_args = parse_stage_args(FinetuneArguments, argv)
-    args.model_name_or_path = _absolute_if_local(args.model_name_or_path)
-    run_finetune(args, training_args)
+    run_finetune(*parse_stage_args(FinetuneArguments, argv))
     return 0
-
-
-def _absolute_if_local(path: str) -> str:
-    """Adapters record their base model's path: make a local one absolute so it resolves from anywhere."""
-    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 if __name__ == "__main__":

@@ -53,11 +53,30 @@ class PromptLayout:
     passage_prompt: str = "ebae"
     query_max_length: int = QUERY_MAX_LENGTH
     passage_max_length: int = PASSAGE_MAX_LENGTH
+    trained_prompts: tuple[str, ...] | None = None  # slots adaptation trained (None: unknown, e.g. BAAI)
 
     def __post_init__(self) -> None:
         check_choice(self.style, PROMPT_STYLES, "prompt style")
         check_choice(self.query_prompt, KINDS, "query prompt")
         check_choice(self.passage_prompt, KINDS, "passage prompt")
+        if self.trained_prompts is not None:
+            object.__setattr__(self, "trained_prompts", tuple(self.trained_prompts))
+            for kind in self.trained_prompts:
+                check_choice(kind, KINDS, "trained prompt")
+
+    def check_trained(self, where: str | Path, allow_untrained_slots: bool = False) -> None:
+        """No retriever uses slots its adaptation never trained (an ``ebae`` model has untrained EBAR
+        slots). ``none`` (nothing trained) and checkpoints of unknown history pass."""
+        if not self.trained_prompts or allow_untrained_slots:
+            return
+        for role in ("query", "passage"):
+            kind = self.prompt_for(role)
+            if kind not in self.trained_prompts:
+                raise ValueError(
+                    f"{where}: {role} prompt {kind!r} uses slots this model's adaptation never trained "
+                    f"(it trained {', '.join(self.trained_prompts)}); use --{role}_prompt "
+                    f"{self.trained_prompts[0]} or pass --allow_untrained_slots"
+                )
 
     @property
     def n_slots(self) -> int:
@@ -82,12 +101,15 @@ class PromptLayout:
             raise ValueError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}")
         return cls(**data)
 
-    def override(self, **changes: Any) -> PromptLayout:
-        """A copy with the non-None ``changes``; warns about each value that differs from this one."""
+    def override(self, warn_from: str | Path | None = None, **changes: Any) -> PromptLayout:
+        """A copy with the non-None ``changes``; with ``warn_from`` (the checkpoint this layout was read
+        from) each value that differs is logged as a warning."""
         changes = {k: v for k, v in changes.items() if v is not None}
+        if "trained_prompts" in changes:
+            changes["trained_prompts"] = tuple(changes["trained_prompts"])
         for key, value in changes.items():
-            if getattr(self, key) != value:
-                log.warning("%s: the checkpoint says %r, overridden with %r", key, getattr(self, key), value)
+            if warn_from is not None and getattr(self, key) != value:
+                log.warning("%s says %s=%r; overridden with %r", warn_from, key, getattr(self, key), value)
         return PromptLayout(**{**asdict(self), **changes})
 
 
@@ -120,6 +142,9 @@ class ContrastOutput:
     q_emb: Tensor  # (B, H)
     p_emb: Tensor  # (B * G, H)
     scores: Tensor  # (B, B * G) local queries against local passages, divided by the temperature
+
+    def parts(self) -> dict[str, Tensor]:
+        return {"infonce": self.loss}
 
 
 # ---- loading ----------------------------------------------------------------------------------------
@@ -161,13 +186,15 @@ def adapter_base_path(adapter_dir: Path) -> str:
     return base
 
 
-def make_adapter_portable(adapter_dir: Path) -> None:
-    """Record the base model relative to the adapter folder, so results move as one tree."""
+def make_adapter_portable(adapter_dir: Path, home: Path | None = None) -> None:
+    """Record the base model relative to the adapter folder (``home``: where that folder will be moved
+    to), so results move as one tree."""
     path = adapter_dir / "adapter_config.json"
     config = json.loads(path.read_text())
     base = config.get("base_model_name_or_path")
     if base and Path(base).exists():
-        config["base_model_name_or_path"] = os.path.relpath(Path(base).resolve(), adapter_dir.resolve())
+        where = (home or adapter_dir).resolve()
+        config["base_model_name_or_path"] = os.path.relpath(Path(base).resolve(), where)
         path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -205,6 +232,23 @@ def lm_loss_rows(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: in
     return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
+def last_hidden(net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """Final hidden states (after the final norm) of a left-padded batch, with or without LM head. (B, T, H)"""
+    position_ids = batch.get("position_ids")
+    if position_ids is None and batch["attention_mask"].dim() == 2:
+        position_ids = position_ids_from_mask(batch["attention_mask"])
+    inner = getattr(net, "module", net)  # DDP / DeepSpeed wrappers keep the model as .module
+    head = inner.get_output_embeddings() is not None
+    extra = {"logits_to_keep": 1, "output_hidden_states": True} if head else {}
+    out = net(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=position_ids,
+        **extra,
+    )
+    return out.hidden_states[-1] if head else out.last_hidden_state
+
+
 # ---- the model --------------------------------------------------------------------------------------
 class LlaraModel(nn.Module):
     """A stock HF decoder (``model``) with its tokenizer and prompt layout."""
@@ -232,9 +276,11 @@ class LlaraModel(nn.Module):
         then ``layout`` / ``layout_overrides`` (e.g. ``style="paper"``) replace it, with a warning for
         every value that disagrees with the checkpoint."""
         saved = PromptLayout.read(path)
-        if layout is not None and saved is not None:
-            layout = saved.override(**asdict(layout))  # warns where the caller disagrees with the checkpoint
-        layout = (layout or saved or PromptLayout()).override(**layout_overrides)
+        warn = Path(path, LAYOUT_FILE) if saved is not None else None  # disagreeing with a checkpoint warns
+        if layout is not None:
+            layout = (saved or layout).override(warn, **asdict(layout))
+        layout = (layout or saved or PromptLayout()).override(warn, **layout_overrides)
+        layout.check_trained(path, allow_untrained_slots)
         tokenizer = load_tokenizer(path, layout.style, allow_untrained_slots)
         model = load_module(path, head=head, dtype=dtype, attn_implementation=attn_implementation)
         resize_for_tokenizer(model, tokenizer)
@@ -246,12 +292,14 @@ class LlaraModel(nn.Module):
         self.model.save_pretrained(folder, **kwargs)
         self.save_layout(folder)
 
-    def save_layout(self, folder: str | Path) -> None:
+    def save_layout(self, folder: str | Path, home: str | Path | None = None) -> None:
+        """Tokenizer + ``llara_prompt.json``; an adapter's base path is made relative to ``home`` (the
+        folder's final place, when it is written elsewhere and moved)."""
         folder = Path(folder)
         self.tokenizer.save_pretrained(folder)
         self.layout.save(folder)
         if (folder / "adapter_config.json").exists():
-            make_adapter_portable(folder)
+            make_adapter_portable(folder, Path(home) if home else None)
 
     @property
     def n_slots(self) -> int:
@@ -390,18 +438,7 @@ class LlaraModel(nn.Module):
         self, batch: dict[str, Tensor], *, net: nn.Module | None = None, normalize: bool = True
     ) -> Tensor:
         """A left-padded prompt batch -> pooled slot states, L2-normalised. (B, H)"""
-        net = net if net is not None else self.model
-        position_ids = batch.get("position_ids")
-        if position_ids is None:
-            position_ids = position_ids_from_mask(batch["attention_mask"])
-        kwargs = {"logits_to_keep": 1, "output_hidden_states": True} if hasattr(self.model, "lm_head") else {}
-        out = net(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=position_ids,
-            **kwargs,
-        )
-        hidden = out.last_hidden_state if "last_hidden_state" in out else out.hidden_states[-1]  # (B, T, H)
+        hidden = last_hidden(net if net is not None else self.model, batch)  # (B, T, H)
         return pool(hidden, self.n_slots, normalize=normalize)
 
     def contrastive_loss(

@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from llara.io import atomic_write_json, code_version, jsonable
 
@@ -129,27 +131,19 @@ def parse_stage_args(stage_class: type, argv: list[str] | None) -> tuple[Any, Tr
         parser.error(str(err))
 
 
-def save_trained(
-    trainer: Trainer, tokenizer: Any, output: Path, config: dict[str, Any], **extra: Any
-) -> None:
-    """Save the model (all ranks take part, DeepSpeed gathers) and, on rank 0, finish ``output``."""
-    final = work_dir(output) / "final"
-    trainer.save_model(str(final))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(final)
-        state = trainer.state
-        finalize_output(
-            output,
-            final,
-            {**config, **extra, "global_step": state.global_step, "log_history": state.log_history},
-        )
-
-
 def wrap_lora(
-    model: Any, tokenizer: Any, task_type: str, r: int, alpha: int, dropout: float, targets: list[str]
+    model: Any,
+    tokenizer: Any,
+    task_type: str,
+    r: int,
+    alpha: int,
+    dropout: float,
+    targets: list[str],
+    train_slot_embeddings: bool = False,
 ) -> Any:
-    """LoRA adapters on ``targets``; the slot tokens ``<s1>``..``<s16>``, when the tokenizer has them,
-    get trainable embeddings (peft ``trainable_token_indices``): they are new rows nobody trained."""
+    """LoRA adapters on the ``targets`` linear layers. With ``train_slot_embeddings`` the slot tokens
+    ``<s1>``..``<s16>`` (when the tokenizer has them) also get trainable embedding rows (peft
+    ``trainable_token_indices``); the official fine-tuning trains LoRA linear layers only."""
     from peft import LoraConfig, get_peft_model
 
     from llara.prompts import SLOT_TOKENS
@@ -161,6 +155,95 @@ def wrap_lora(
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=targets,
-        trainable_token_indices=slots or None,
+        trainable_token_indices=(slots or None) if train_slot_embeddings else None,
     )
     return get_peft_model(model, config)
+
+
+# ---- the one driver of the two training stages ----------------------------------------------------
+class LlaraTrainer(PartsLoggingTrainer):
+    """A Trainer whose only change is ``compute_loss``: ``loss_fn(model, inputs)`` returns an output
+    with ``loss`` and ``parts()`` (:class:`llara.model.AdaptOutput` / ``ContrastOutput``)."""
+
+    def __init__(self, *args: Any, loss_fn: Callable[[Any, dict], Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = self.loss_fn(model, inputs)
+        self.record_parts(out.parts())
+        return (out.loss, out) if return_outputs else out.loss
+
+
+@dataclass
+class StagePlan:
+    """What a stage hands the driver: its data, collator, loss and extra config to record."""
+
+    dataset: Any
+    collator: Callable[[list], dict]
+    loss_fn: Callable[[Any, dict], Any]
+    callbacks: list = dataclasses.field(default_factory=list)
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def run_stage(
+    stage: str,
+    args: Any,
+    training_args: TrainingArguments,
+    *,
+    load: Callable[[TrainingArguments], Any],
+    plan: Callable[[Any, TrainingArguments], StagePlan | None],
+    lora: Callable[[Any], Any] | None = None,
+    merge_lora: bool = False,
+) -> Path:
+    """arguments -> model -> data -> trainer -> ``OUT`` (weights, tokenizer, prompt layout, config).
+
+    ``load`` returns a :class:`llara.model.LlaraModel`; ``plan`` returns the stage's data and loss, or
+    None when there is nothing to train (the model is written as loaded); ``lora`` wraps the stock
+    module. Training happens in ``OUT.partial`` and resumes from its last checkpoint."""
+    output = Path(training_args.output_dir)
+    training_args = resolve_precision(training_args, args.precision)
+    config = training_config(stage, args, training_args)
+    checkpoints = prepare_output(output, config)
+    set_seed(training_args.seed)  # new slot-token rows are drawn when the embeddings are resized
+    llara = load(training_args)
+    final = work_dir(output) / "final"
+    stage_plan = plan(llara, training_args)
+    if stage_plan is None:
+        llara.save_pretrained(final)
+        finalize_output(output, final, {**config, "rows_used": 0})
+        return output
+    if lora is not None:
+        llara.model = lora(llara)
+    training_args = dataclasses.replace(
+        training_args, output_dir=str(checkpoints), remove_unused_columns=False
+    )
+    trainer = LlaraTrainer(
+        model=llara.model,
+        args=training_args,
+        train_dataset=stage_plan.dataset,
+        data_collator=stage_plan.collator,
+        processing_class=llara.tokenizer,
+        callbacks=stage_plan.callbacks,
+        loss_fn=stage_plan.loss_fn,
+    )
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
+    if lora is not None and merge_lora:
+        trainer.model = trainer.model.merge_and_unload()  # downstream stages read a plain HF model
+    trainer.save_model(str(final))  # all ranks take part (DeepSpeed gathers)
+    if trainer.is_world_process_zero():
+        llara.save_layout(final, home=output)
+        state = trainer.state
+        finalize_output(
+            output,
+            final,
+            {
+                **config,
+                **stage_plan.record,
+                "rows_used": len(stage_plan.dataset),
+                "train_loss": result.training_loss,
+                "global_step": state.global_step,
+                "log_history": state.log_history,
+            },
+        )
+    return output

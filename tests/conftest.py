@@ -116,3 +116,17 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def slotted_model_dir(tokenizer_dirs, tmp_path_factory) -> Path:
+    """The tiny Llama laid out like a released BAAI LLARA checkpoint: <s1>..<s16> in the tokenizer,
+    embeddings resized, no llara_prompt.json (history unknown)."""
+    from llara.prompts import SLOT_TOKENS
+
+    out = tmp_path_factory.mktemp("tiny-llama-slots")
+    tok = load_tokenizer(tokenizer_dirs, "llama")
+    tok.add_special_tokens({"additional_special_tokens": list(SLOT_TOKENS)})
+    tiny_model("llama", vocab_size=len(tok), seed=1).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

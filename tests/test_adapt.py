@@ -72,7 +72,7 @@ def test_official_toy_file_loads_as_is(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     run(tiny_model_dir, toy, out, "--variant", "joint", "--max_steps", "1", "--lm_weight", "0")
     cfg = json.loads((out / "llara_config.json").read_text())
-    assert cfg["rows_used"] == 11 and cfg["rows_skipped_no_targets"] == 0
+    assert cfg["rows_used"] == 11
 
 
 def test_none_passes_base_model_through(tiny_model_dir, tmp_path):
@@ -107,14 +107,29 @@ def test_lora_adaptation_writes_plain_model(tiny_model_dir, tmp_path):
     AutoModelForCausalLM.from_pretrained(out)
 
 
-def test_empty_targets_are_skipped_and_counted(tiny_model_dir, tmp_path):
+def test_row_with_empty_target_still_trains_its_other_half_and_lm(tiny_model_dir, tmp_path):
+    """As the official code: a row whose EBAR target is empty after stop-word removal is left out of the
+    EBAR mean only; its EBAE target and LM term still count (it is not dropped whole)."""
+    from llara.model import LlaraModel
+
     rows = pretrain_rows(4)
     rows[1]["output_predict"] = "the of and. it , ?"  # only stop words and punctuation
+    llara = LlaraModel.from_pretrained(tiny_model_dir, head=True, allow_untrained_slots=True)
+    kw = dict(max_length=64, target_max_length=64, remove_stop_words=True)
+    batch = llara.adaptation_batch(rows, "joint", **kw)
+    assert (batch["ebar_targets"][1] < 0).all() and (batch["ebae_targets"][1] >= 0).any()
+    out = llara.adaptation_loss(batch)
+    others = [0, 2, 3]
+    sub = llara.adaptation_loss({k: v[others] for k, v in batch.items()})
+    torch.testing.assert_close(out.bow_ebar, sub.bow_ebar)  # row 1 left out of the EBAR mean
+    assert not torch.isclose(out.bow_ebae, sub.bow_ebae)  # but in the EBAE mean
+    assert not torch.isclose(out.lm, sub.lm)  # and in the LM term
+    # end to end: every row is used, losses finite
     train = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    out = tmp_path / "out"
-    run(tiny_model_dir, train, out, "--variant", "joint", "--max_steps", "2", "--remove_stop_words")
-    cfg = json.loads((out / "llara_config.json").read_text())
-    assert cfg["rows_skipped_no_targets"] == 1 and cfg["rows_used"] == 3
+    out_dir = tmp_path / "out"
+    run(tiny_model_dir, train, out_dir, "--variant", "joint", "--max_steps", "2", "--remove_stop_words")
+    cfg = json.loads((out_dir / "llara_config.json").read_text())
+    assert cfg["rows_used"] == 4
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in cfg["log_history"] if "loss" in h)
 
 
@@ -123,10 +138,10 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
     args = ["--variant", "joint", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2"]
     run(tiny_model_dir, train, tmp_path / "straight", *args)
 
-    import llara.adapt as adapt
+    import llara.training as training
 
     calls = {"n": 0}
-    original = adapt.AdaptTrainer.training_step
+    original = training.LlaraTrainer.training_step
 
     def crash_on_third(self, *a, **k):
         calls["n"] += 1
@@ -134,7 +149,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
             raise KeyboardInterrupt("simulated kill")
         return original(self, *a, **k)
 
-    monkeypatch.setattr(adapt.AdaptTrainer, "training_step", crash_on_third)
+    monkeypatch.setattr(training.LlaraTrainer, "training_step", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_model_dir, train, tmp_path / "resumed", *args)
     assert not (tmp_path / "resumed").exists()  # nothing final after an interruption
@@ -191,7 +206,7 @@ def test_unknown_variant_lists_valid_ones(tiny_model_dir, tmp_path, capsys):
                 "both",
             ]
         )
-    assert "valid variants: none, ebae, ebar, joint" in capsys.readouterr().err
+    assert "valid: none, ebae, ebar, joint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -66,27 +66,31 @@ def run(model_dir, train, out, *extra):
     )
 
 
-def test_finetune_lora_adapter_loads_for_encoding(tiny_model_dir, tmp_path):
+def test_finetune_lora_adapter_loads_for_encoding(slotted_model_dir, tmp_path):
     train = write_jsonl(tmp_path / "ft.jsonl", rows())
     out = tmp_path / "ft"
-    run(tiny_model_dir, train, out, "--group_size", "4", "--max_steps", "3")
+    run(slotted_model_dir, train, out, "--group_size", "4", "--max_steps", "3")
     assert (out / "adapter_config.json").exists()
     cfg = json.loads((out / "llara_config.json").read_text())
-    assert cfg["query_prompt"] == "ebar" and cfg["passage_prompt"] == "ebae" and cfg["global_step"] == 3
+    assert cfg["layout"]["query_prompt"] == "ebar" and cfg["layout"]["passage_prompt"] == "ebae"
+    assert cfg["global_step"] == 3
+    # the base model is recorded relative to the adapter folder: the tree can move
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert not base.startswith("/") and (out / base).resolve() == slotted_model_dir.resolve()
     assert any("infonce" in h for h in cfg["log_history"])
     tuned = LlaraEmbedder.from_pretrained(out, device="cpu").embed(["where is the river city"], "ebar", 32)
-    base = LlaraEmbedder.from_pretrained(tiny_model_dir, device="cpu").embed(
+    base = LlaraEmbedder.from_pretrained(slotted_model_dir, device="cpu").embed(
         ["where is the river city"], "ebar", 32
     )
     assert tuned.shape == base.shape and not torch.allclose(tuned, base)
     torch.testing.assert_close(tuned.norm(dim=-1), torch.ones(1))
 
 
-def test_training_lowers_the_contrastive_loss(tiny_model_dir, tmp_path):
+def test_training_lowers_the_contrastive_loss(slotted_model_dir, tmp_path):
     train = write_jsonl(tmp_path / "ft.jsonl", rows())
     out = tmp_path / "ft"
     run(
-        tiny_model_dir,
+        slotted_model_dir,
         train,
         out,
         "--group_size",
@@ -106,10 +110,10 @@ def test_training_lowers_the_contrastive_loss(tiny_model_dir, tmp_path):
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4
 
 
-def test_merge_lora_writes_full_model(tiny_model_dir, tmp_path):
+def test_merge_lora_writes_full_model(slotted_model_dir, tmp_path):
     train = write_jsonl(tmp_path / "ft.jsonl", rows(2))
     out = tmp_path / "merged"
-    run(tiny_model_dir, train, out, "--group_size", "2", "--max_steps", "1", "--merge_lora")
+    run(slotted_model_dir, train, out, "--group_size", "2", "--max_steps", "1", "--merge_lora")
     assert not (out / "adapter_config.json").exists()
     AutoModel.from_pretrained(out)
 
