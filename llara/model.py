@@ -226,7 +226,7 @@ def load_module(
 def lm_loss_rows(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int | None = None) -> Tensor:
     """Next-token loss from the hidden states of labelled positions: (N, H), (V, H), (N,) -> ().
     Placeholder for the chunked loss of llara.losses (being written); plain full logits for now."""
-    logits = hidden @ weight.T  # (N, V)
+    logits = hidden.to(weight.dtype) @ weight.T  # (N, V)
     if targets.numel() == 0:
         return logits.sum() * 0.0
     return torch.nn.functional.cross_entropy(logits.float(), targets)

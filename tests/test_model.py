@@ -1,0 +1,221 @@
+"""LlaraModel: prompt layout in checkpoints, ablation prompts, untrained slots, LoRA slot rows, bf16."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from conftest import pretrain_rows, write_jsonl
+from test_finetune import COMMON as FT_COMMON
+from test_finetune import rows as ft_rows
+
+from llara import adapt, finetune
+from llara.model import LAYOUT_FILE, LlaraModel, PromptLayout
+from llara.prompts import SLOT_TOKENS
+from llara.targets import stop_words, strip_stop_words
+
+ADAPT = [
+    "--max_length",
+    "48",
+    "--target_max_length",
+    "48",
+    "--per_device_train_batch_size",
+    "2",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "no",
+    "--use_cpu",
+    "--seed",
+    "0",
+    "--logging_steps",
+    "1",
+]
+
+
+def adapt_variant(base, tmp_path, variant, *extra):
+    out = tmp_path / f"adapt-{variant}"
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(4))
+    adapt.main(
+        [
+            "--model_name_or_path",
+            str(base),
+            "--train_file",
+            str(train),
+            "--output_dir",
+            str(out),
+            "--variant",
+            variant,
+            "--max_steps",
+            "1",
+            *ADAPT,
+            *extra,
+        ]
+    )
+    return out
+
+
+def finetune_run(model, tmp_path, name, *extra):
+    train = write_jsonl(tmp_path / "ft.jsonl", ft_rows())
+    out = tmp_path / name
+    finetune.main(
+        [
+            "--model_name_or_path",
+            str(model),
+            "--train_file",
+            str(train),
+            "--output_dir",
+            str(out),
+            "--group_size",
+            "2",
+            "--max_steps",
+            "1",
+            *FT_COMMON,
+            *extra,
+        ]
+    )
+    return out
+
+
+def test_stop_words_as_the_official_code():
+    assert len(stop_words()) == 183  # NLTK's 179 + ! , . ?
+    assert strip_stop_words("Klau/Buena was Shaw's") == "Klau Buena Shaw"
+    assert strip_stop_words("The_end, 42 times!") == "end 42 times"
+
+
+@pytest.mark.parametrize(
+    ("variant", "query", "passage", "trained"),
+    [
+        ("ebae", "ebae", "ebae", ["ebae"]),
+        ("ebar", "ebar", "ebar", ["ebar"]),
+        ("joint", "ebar", "ebae", ["ebae", "ebar"]),
+        ("none", "ebar", "ebae", []),
+    ],
+)
+def test_adaptation_writes_the_variants_prompt_layout(
+    tiny_model_dir, tmp_path, variant, query, passage, trained
+):
+    out = adapt_variant(tiny_model_dir, tmp_path, variant)
+    saved = json.loads((out / LAYOUT_FILE).read_text())
+    assert (saved["query_prompt"], saved["passage_prompt"], saved["trained_prompts"]) == (
+        query,
+        passage,
+        trained,
+    )
+    assert saved["style"] == "released"
+
+
+def test_finetuning_refuses_slots_adaptation_never_trained(tiny_model_dir, tmp_path):
+    adapted = adapt_variant(tiny_model_dir, tmp_path, "ebae")
+    with pytest.raises(
+        ValueError, match="query prompt 'ebar' uses slots this model's adaptation never trained"
+    ):
+        finetune_run(adapted, tmp_path, "bad", "--query_prompt", "ebar")
+    out = finetune_run(adapted, tmp_path, "ok")  # the layout's prompts: EBAE for both
+    layout = PromptLayout.read(out)
+    assert (layout.query_prompt, layout.passage_prompt) == ("ebae", "ebae")
+    forced = finetune_run(adapted, tmp_path, "forced", "--query_prompt", "ebar", "--allow_untrained_slots")
+    assert PromptLayout.read(forced).query_prompt == "ebar"
+
+
+def test_checkpoint_without_slot_tokens_is_an_error_unless_allowed(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="lacks the slot tokens <s1>..<s16>.*--allow_untrained_slots"):
+        LlaraModel.from_pretrained(tiny_model_dir)
+    model = LlaraModel.from_pretrained(tiny_model_dir, allow_untrained_slots=True)
+    assert all(t in model.tokenizer.get_vocab() for t in SLOT_TOKENS)
+    LlaraModel.from_pretrained(tiny_model_dir, style="paper")  # the paper style needs no slot tokens
+
+
+def test_encoding_reads_the_layout_and_a_flag_overrides_it_with_a_warning(
+    slotted_model_dir, tmp_path, caplog
+):
+    from llara.modeling import LlaraEmbedder
+
+    model = LlaraModel.from_pretrained(slotted_model_dir)
+    model.layout = PromptLayout(style="paper", query_prompt="ebae", passage_prompt="ebae")
+    model.save_pretrained(tmp_path / "ckpt")
+    emb = LlaraEmbedder.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert emb.layout.style == "paper" and emb.layout.query_prompt == "ebae"
+    with caplog.at_level(logging.WARNING, logger="llara.model"):
+        emb = LlaraEmbedder.from_pretrained(tmp_path / "ckpt", "released", device="cpu")
+    assert emb.layout.style == "released"
+    assert "style='paper'; overridden with 'released'" in caplog.text
+
+
+def slot_rows(model_dir):
+    """Embedding rows of the slot tokens of a (merged) fine-tuned model folder."""
+    loaded = LlaraModel.from_pretrained(model_dir)
+    ids = loaded.tokenizer.convert_tokens_to_ids(list(SLOT_TOKENS))
+    return loaded.model.get_input_embeddings().weight[ids].detach().clone()
+
+
+def test_lora_trains_slot_embeddings_only_when_asked(slotted_model_dir, tmp_path):
+    before = slot_rows(slotted_model_dir)
+    plain = finetune_run(slotted_model_dir, tmp_path, "plain", "--merge_lora")
+    torch.testing.assert_close(slot_rows(plain), before, rtol=0, atol=0)
+    trained = finetune_run(
+        slotted_model_dir,
+        tmp_path,
+        "slots",
+        "--merge_lora",
+        "--train_slot_embeddings",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e-2",
+    )
+    assert (slot_rows(trained) - before).abs().max() > 1e-4
+
+
+def test_cross_device_negatives_without_process_group_is_an_error(slotted_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="--cross_device_negatives needs a process group"):
+        finetune_run(slotted_model_dir, tmp_path, "xdev", "--cross_device_negatives")
+
+
+def test_joint_mask_is_built_in_the_models_dtype(slotted_model_dir):
+    model = LlaraModel.from_pretrained(slotted_model_dir, head=True, dtype=torch.bfloat16)
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen["mask"] = kwargs["attention_mask"]
+
+    hook = model.model.model.layers[0].self_attn.register_forward_pre_hook(grab, with_kwargs=True)
+    batch = model.adaptation_batch(pretrain_rows(2), "joint", max_length=48, target_max_length=48)
+    out = model.adaptation_loss(batch)
+    hook.remove()
+    assert seen["mask"].dtype == torch.bfloat16 and seen["mask"].dim() == 4
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("lm_weight", [1.0, 0.0])
+def test_chunked_lm_path_equals_the_logits_path(slotted_model_dir, lm_weight):
+    """The LM term from hidden states of labelled positions == logits from the model at every text
+    column (values and gradients)."""
+    model = LlaraModel.from_pretrained(slotted_model_dir, head=True)
+    batch = model.adaptation_batch(pretrain_rows(3), "joint", max_length=96, target_max_length=40)
+    grads = []
+    for chunk in (7, None):
+        model.model.zero_grad()
+        out = model.adaptation_loss(batch, lm_weight=lm_weight, lm_chunk_size=chunk)
+        out.loss.backward()
+        grads.append((out.loss.detach(), [p.grad.clone() for p in model.model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_adaptation_finetuning_and_encoding_on_cpu(tiny_model_dir, tmp_path):
+    adapted = adapt_variant(tiny_model_dir, tmp_path, "joint", "--bf16")
+    cfg = json.loads((adapted / "llara_config.json").read_text())
+    assert cfg["training"]["bf16"] and all(
+        torch.isfinite(torch.tensor(h["loss"])) for h in cfg["log_history"] if "loss" in h
+    )
+    tuned = finetune_run(adapted, tmp_path, "ft-bf16", "--bf16")
+    cfg = json.loads((tuned / "llara_config.json").read_text())
+    assert all(torch.isfinite(torch.tensor(h["infonce"])) for h in cfg["log_history"] if "infonce" in h)
+    model = LlaraModel.from_pretrained(tuned, dtype=torch.bfloat16)
+    vecs = model.encode(["where is the river city", "music"], "query")
+    assert vecs.dtype == torch.float32 and torch.isfinite(vecs).all()
+    torch.testing.assert_close(vecs.norm(dim=-1), torch.ones(2), atol=1e-2, rtol=0)
