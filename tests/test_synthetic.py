@@ -98,7 +98,8 @@ def test_beir_folder_is_well_formed(small):
 
 
 def test_beir_folder_loads_with_the_project_loader(small):
-    beir = pytest.importorskip("llara.beir")
+    from llara import beir
+
     data = beir.load_beir(small / "beir", "test")
     assert len(data.queries) == SMALL["n_test_queries"] and len(data.corpus) == 4 * SMALL["n_corpus_articles"]
 
