@@ -117,7 +117,6 @@ def adaptation(args, tok, device: str, attn: str) -> dict:
     out = step()
     res = timed(step, device, args.warmup, args.steps)
     res.update(loss=float(out.loss), tokens_per_s=args.batch * args.length / res["median_s"], attn=attn)
-    del model, llara
     return res
 
 
