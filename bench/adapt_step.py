@@ -5,8 +5,9 @@
 
 One step = forward + loss + backward + AdamW step on a tiny random Llama (hidden 256, 4 layers, 4 heads,
 vocabulary 8,000; fp32), batch of 8 texts of exactly 256 tokens, released prompt style. Every variant
-goes through the project's own code: ``llara.adapt.AdaptCollator`` builds the batch and
-``llara.adapt.AdaptTrainer.compute_loss`` computes the loss (bag-of-words parts + LM term), with the
+goes through the project's own code: ``llara.model.LlaraModel.adaptation_batch`` builds the batch and
+``LlaraModel.adaptation_loss`` (inside ``llara.training.LlaraTrainer.compute_loss``) computes the loss
+(bag-of-words parts + LM term), with the
 Trainer's own optimizer (``Trainer.create_optimizer``). ``joint-two-pass`` is the naive way to train
 on both tasks: one ``ebae`` pass and one ``ebar`` pass over the same texts, each backpropagated with
 weight 1/2 before one optimizer step. Its loss, (L_ebae + L_ebar) / 2 = (bow_ebae + bow_ebar) / 2 + lm,
@@ -49,9 +50,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llara.adapt import AdaptCollator, AdaptTrainer  # noqa: E402
 from llara.io import atomic_write_json, code_version, utc_now  # noqa: E402
+from llara.model import LlaraModel, PromptLayout  # noqa: E402
 from llara.prompts import Prompter, prepare_tokenizer  # noqa: E402
+from llara.training import LlaraTrainer  # noqa: E402
 
 VARIANTS = ("ebae", "ebar", "joint", "joint-two-pass")
 MODEL = dict(
@@ -105,12 +107,14 @@ def new_model(attn: str, seed: int = 0):
 
 
 class Setup:
-    """Batches and loss functions of every variant, built with AdaptCollator and AdaptTrainer."""
+    """Batches and loss functions of every variant, built with LlaraModel and LlaraTrainer."""
 
     def __init__(self, tokenizer, batch_size: int, text_tokens: int, attn: str, work: Path, device: str):
         from transformers import TrainingArguments
 
         self.prompter = Prompter(tokenizer, "released")
+        self.tokenizer = tokenizer
+        self.batcher = LlaraModel(new_model(attn), tokenizer, PromptLayout())  # builds batches only
         self.device, self.attn, self.work = device, attn, work
         self.rows = rows_for(batch_size)
         p = self.prompter
@@ -130,17 +134,17 @@ class Setup:
                 raise RuntimeError(f"{kind}: rows hold {n_text} text tokens, not {text_tokens}")
 
     def collate(self, kind: str) -> dict[str, torch.Tensor]:
-        collator = AdaptCollator(self.prompter, kind, self.max_length[kind], target_max_length=256)
-        return {k: v.to(self.device) for k, v in collator(self.rows).items()}
+        batch = self.batcher.adaptation_batch(
+            self.rows, kind, max_length=self.max_length[kind], target_max_length=256
+        )
+        return {k: v.to(self.device) for k, v in batch.items()}
 
-    def trainer(self, model, kind: str) -> AdaptTrainer:
-        return AdaptTrainer(
+    def trainer(self, model, kind: str) -> LlaraTrainer:
+        llara = LlaraModel(model, self.tokenizer, PromptLayout())
+        return LlaraTrainer(
             model=model,
             args=self.args,
-            variant=kind,
-            prompter=self.prompter,
-            bow_scale=0.1,
-            lm_weight=1.0,
+            loss_fn=lambda net, batch: llara.adaptation_loss(batch, bow_scale=0.1, lm_weight=1.0, net=net),
         )
 
     def runner(self, variant: str, model):
