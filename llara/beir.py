@@ -41,10 +41,14 @@ from llara.io import (
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
+    cli_warnings,
+    format_ids,
     iter_jsonl,
+    iter_lines,
     jsonable,
     make_shareable_dir,
     utc_now,
+    warn_data,
 )
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
@@ -181,41 +185,40 @@ def load_qrels(
         raise DataError(f"{path}: qrels file not found")
     qrels: dict[str, dict[str, int]] = {}
     first_row = True
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").rstrip("\r").split("\t")
-            if len(parts) != 3:
-                raise DataError(
-                    f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score), "
-                    f"got {len(parts)}"
-                )
-            qid, doc_id, raw = (p.strip() for p in parts)
-            rel = _parse_rel(raw)
-            if rel is None:
-                if first_row:
-                    first_row = False
-                    continue  # the header line (query-id corpus-id score)
-                raise DataError(f"{path}:{lineno}: relevance score {raw!r} is not an integer")
-            first_row = False
-            if query_ids is not None and qid not in query_ids:
-                raise DataError(
-                    f"{path}:{lineno}: query id {qid!r} is not in queries.jsonl; fix the qrels row or add "
-                    "the query"
-                )
-            if doc_ids is not None and doc_id not in doc_ids:
-                raise DataError(
-                    f"{path}:{lineno}: document id {doc_id!r} is not in corpus.jsonl; fix the qrels row or "
-                    "add the document"
-                )
-            judged = qrels.setdefault(qid, {})
-            if doc_id in judged:
-                raise DataError(
-                    f"{path}:{lineno}: duplicate judgement for query {qid!r} and document {doc_id!r}; "
-                    "keep one row per pair"
-                )
-            judged[doc_id] = rel
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").rstrip("\r").split("\t")
+        if len(parts) != 3:
+            raise DataError(
+                f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score), "
+                f"got {len(parts)}"
+            )
+        qid, doc_id, raw = (p.strip() for p in parts)
+        rel = _parse_rel(raw)
+        if rel is None:
+            if first_row:
+                first_row = False
+                continue  # the header line (query-id corpus-id score)
+            raise DataError(f"{path}:{lineno}: relevance score {raw!r} is not an integer")
+        first_row = False
+        if query_ids is not None and qid not in query_ids:
+            raise DataError(
+                f"{path}:{lineno}: query id {qid!r} is not in queries.jsonl; fix the qrels row or add "
+                "the query"
+            )
+        if doc_ids is not None and doc_id not in doc_ids:
+            raise DataError(
+                f"{path}:{lineno}: document id {doc_id!r} is not in corpus.jsonl; fix the qrels row or "
+                "add the document"
+            )
+        judged = qrels.setdefault(qid, {})
+        if doc_id in judged:
+            raise DataError(
+                f"{path}:{lineno}: duplicate judgement for query {qid!r} and document {doc_id!r}; "
+                "keep one row per pair"
+            )
+        judged[doc_id] = rel
     return qrels
 
 
@@ -248,13 +251,33 @@ def load_beir(root: str | os.PathLike, split: str = "test") -> BeirDataset:
     all_queries = load_queries(root / "queries.jsonl")
     qrels = load_qrels(qpath, query_ids=all_queries, doc_ids=corpus)
     queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
+    empty_docs = [d for d, v in corpus.items() if not join_title_text(v["title"], v["text"])]
+    empty_queries = [q for q, text in queries.items() if not text.strip()]
+    warn_empty_texts(root / "corpus.jsonl", "documents", empty_docs, len(corpus))
+    warn_empty_texts(root / "queries.jsonl", f"queries judged in {split!r}", empty_queries, len(queries))
     meta = {
         "documents": len(corpus),
         "queries_in_file": len(all_queries),
         "queries_judged": len(queries),
         "judgements": sum(len(v) for v in qrels.values()),
+        "empty_documents": len(empty_docs),
+        "empty_queries": len(empty_queries),
     }
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, root=root, split=split, meta=meta)
+
+
+def empty_text_ids(ids: Sequence[str], texts: Sequence[str]) -> list[str]:
+    """The ids whose text is empty or only whitespace."""
+    return [i for i, t in zip(ids, texts, strict=True) if not t.strip()]
+
+
+def warn_empty_texts(source: str | os.PathLike, what: str, ids: Sequence[str], total: int) -> None:
+    """Warn (:class:`llara.io.DataWarning`) that ``ids`` out of ``total`` ``what`` have no text."""
+    if ids:
+        warn_data(
+            f"{source}: {len(ids)} of {total} {what} have an empty text (ids: {format_ids(ids)}); "
+            "they are kept (an empty query retrieves nothing and scores 0); fix or remove those rows"
+        )
 
 
 def subsample(ds: BeirDataset, num_queries: int, num_other_docs: int, seed: int = 0) -> BeirDataset:
@@ -506,27 +529,28 @@ def main(argv: list[str] | None = None) -> int:
     ss.add_argument("--output", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
-        if args.command == "download":
-            if args.source == "hf":
-                path = download_beir_hf(args.name, args.cache_dir, revision=args.revision)
-            else:
-                path = download_beir(
-                    args.name, args.cache_dir, md5=args.md5, url=args.url, timeout=args.timeout
-                )
-            print(path)
-        elif args.command == "subsample":
-            ds = subsample(
-                load_beir(args.beir_dir, args.split), args.num_queries, args.num_other_docs, args.seed
-            )
-            write_beir(ds, args.output, args.split)
-            atomic_write_json(args.output / "subsample.config.json", jsonable(vars(args)))
-            print(f"{args.output}: {json.dumps(ds.meta)}")
-        else:
-            ds = load_beir(args.beir_dir, args.split)
-            print(json.dumps({"beir_dir": str(args.beir_dir), "split": args.split, **ds.meta}, indent=2))
+        with cli_warnings():
+            return _run(args)
     except (DataError, DownloadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "download":
+        if args.source == "hf":
+            path = download_beir_hf(args.name, args.cache_dir, revision=args.revision)
+        else:
+            path = download_beir(args.name, args.cache_dir, md5=args.md5, url=args.url, timeout=args.timeout)
+        print(path)
+    elif args.command == "subsample":
+        ds = subsample(load_beir(args.beir_dir, args.split), args.num_queries, args.num_other_docs, args.seed)
+        write_beir(ds, args.output, args.split)
+        atomic_write_json(args.output / "subsample.config.json", jsonable(vars(args)))
+        print(f"{args.output}: {json.dumps(ds.meta)}")
+    else:
+        ds = load_beir(args.beir_dir, args.split)
+        print(json.dumps({"beir_dir": str(args.beir_dir), "split": args.split, **ds.meta}, indent=2))
     return 0
 
 

@@ -5,6 +5,9 @@ Tokenisation: lower-cased ``\\w\\w+`` tokens, bm25s's English stop-word list, Sn
 stemming (PyStemmer) by default; Lucene's BM25 variant with k1 = 0.9, b = 0.4 (Anserini's
 defaults, the usual BEIR baseline settings).
 
+A query that retrieves nothing (empty, only stop words, or no term in the corpus) gets no line in
+the run; :meth:`BM25Index.search` warns with its id, and the score stage counts it 0.
+
 CLI::
 
     python -m llara.bm25 --beir-dir DIR --split test --k 1000 --output results/search/bm25/scifact/run.trec
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llara.io import DataError, write_config
+from llara.io import DataError, cli_warnings, format_ids, report_stream, warn_data, write_config
 from llara.search import Run, write_trec_run
 
 
@@ -70,7 +73,11 @@ class BM25Index:
         self.config = {"k1": k1, "b": b, "method": method, "stopwords": stopwords, "stemmer": stemmer}
 
     def search(self, query_ids: Sequence[str], queries: Sequence[str], k: int) -> Run:
-        """Top-``k`` documents per query (documents with score 0, i.e. no shared term, are dropped)."""
+        """Top-``k`` documents per query (documents with score 0, i.e. no shared term, are dropped).
+
+        A query left with no document (no token after stop words and stemming, or no token in the
+        corpus) maps to ``{}`` and a :class:`llara.io.DataWarning` names it.
+        """
         import bm25s
 
         if len(query_ids) != len(queries):
@@ -89,6 +96,20 @@ class BM25Index:
             run[qid] = {
                 self.doc_ids[int(j)]: float(s) for j, s in zip(row_idx, row_scores, strict=True) if s > 0
             }
+        no_terms = [q for q, ids in zip(query_ids, tokens.ids, strict=True) if len(ids) == 0]
+        empty = set(no_terms)
+        unmatched = [q for q in query_ids if not run[q] and q not in empty]
+        if no_terms:
+            warn_data(
+                f"BM25: {len(no_terms)} of {len(query_ids)} queries have no term left after stop words and "
+                f"stemming (empty or only stop words; ids: {format_ids(no_terms)}); they retrieve nothing, "
+                "have no line in the run, and score 0"
+            )
+        if unmatched:
+            warn_data(
+                f"BM25: {len(unmatched)} of {len(query_ids)} queries share no term with the corpus "
+                f"(ids: {format_ids(unmatched)}); they retrieve nothing, have no line in the run, and score 0"
+            )
         return run
 
 
@@ -120,27 +141,33 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from llara.beir import load_beir
 
-    try:
-        ds = load_beir(args.beir_dir, args.split)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    doc_ids, texts = ds.corpus_items()
-    qids, queries = ds.query_items()
-    index = BM25Index(
-        doc_ids,
-        texts,
-        k1=args.k1,
-        b=args.b,
-        method=args.method,
-        stopwords=None if args.stopwords == "none" else args.stopwords,
-        stemmer=args.stemmer,
-        progress=args.progress,
+    with cli_warnings():
+        try:
+            ds = load_beir(args.beir_dir, args.split)
+            doc_ids, texts = ds.corpus_items()
+            qids, queries = ds.query_items()
+            index = BM25Index(
+                doc_ids,
+                texts,
+                k1=args.k1,
+                b=args.b,
+                method=args.method,
+                stopwords=None if args.stopwords == "none" else args.stopwords,
+                stemmer=args.stemmer,
+                progress=args.progress,
+            )
+            run = index.search(qids, queries, args.k)
+            write_trec_run(args.output, run, args.tag)
+            write_config(args.output, vars(args))
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    retrieved = sum(1 for docs in run.values() if docs)
+    print(
+        f"{args.output}: {retrieved} of {len(run)} queries retrieved documents, top-{args.k} of "
+        f"{len(doc_ids)} documents (BM25)",
+        file=report_stream(args.output),
     )
-    run = index.search(qids, queries, args.k)
-    write_trec_run(args.output, run, args.tag)
-    write_config(args.output, vars(args))
-    print(f"{args.output}: {len(run)} queries x top-{args.k} of {len(doc_ids)} documents (BM25)")
     return 0
 
 

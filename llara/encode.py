@@ -3,13 +3,20 @@
 Two encoders share one interface (``encode_queries(texts)`` / ``encode_corpus(texts)`` -> ``(N, H)``
 float32 numpy arrays, rows in input order):
 
-- :class:`LlaraEncoder` wraps :class:`llara.modeling.LlaraEmbedder` (queries with the EBAR prompt,
-  passages with the EBAE prompt by default);
+- :class:`LlaraEncoder` wraps :class:`llara.modeling.LlaraEmbedder` (queries and passages with the
+  prompts the checkpoint records; released-code checkpoints: EBAR queries, EBAE passages);
 - :class:`HFEncoder` is a plain Hugging Face ``AutoModel`` with mean or CLS pooling (baselines such
   as all-MiniLM-L6-v2).
 
 Texts are tokenised once, ordered by token length (longest first) and cut into batches, so each
 batch pads only to its own longest row; the vectors are put back into input order at the end.
+
+Lengths: without ``--max-length`` an HF encoder uses the model's own limit (sentence-transformers'
+``max_seq_length`` from ``sentence_bert_config.json``, else the tokenizer's ``model_max_length`` when
+below 100000, else the config's ``max_position_embeddings``; see :func:`default_max_length`); the
+LLaRA encoder takes its prompt style, query/passage prompts and lengths from the checkpoint's prompt
+layout (``llara_prompt.json``), lengths it lacks being the released code's 64 (queries) / 160
+(passages). The values used, and where they came from, are written into each shard's ``.meta.json``.
 
 CLI (one shard of one side of a BEIR split; a shard already complete is skipped)::
 
@@ -20,11 +27,13 @@ CLI (one shard of one side of a BEIR split; a shard already complete is skipped)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +41,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from llara.io import DataError, atomic_save_npy, atomic_write_json, code_version, jsonable, utc_now
+from llara.choices import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, check_choice
+from llara.io import (
+    DataError,
+    DataWarning,
+    atomic_save_npy,
+    atomic_write_json,
+    cli_warnings,
+    code_version,
+    format_ids,
+    jsonable,
+    utc_now,
+    warn_data,
+)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -127,6 +148,53 @@ def pad_features(
     return batch
 
 
+SANE_MODEL_MAX_LENGTH = 100_000  # tokenizers without a limit report 1e30 (transformers' VERY_LARGE_INTEGER)
+SBERT_CONFIG = "sentence_bert_config.json"
+
+
+def default_max_length(
+    model: str | os.PathLike | None, tokenizer: Any = None, config: Any = None
+) -> tuple[int, str]:
+    """The model's own input limit and where it came from: ``(length, source)``.
+
+    In order: sentence-transformers' ``max_seq_length`` (``sentence_bert_config.json`` in the model
+    folder), the tokenizer's ``model_max_length`` when sane (< 100000), the config's
+    ``max_position_embeddings``. ``tokenizer`` / ``config`` are loaded from ``model`` when not given.
+    """
+    folder = Path(model) if model is not None and Path(model).is_dir() else None
+    if folder is not None and (folder / SBERT_CONFIG).is_file():
+        path = folder / SBERT_CONFIG
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            raise DataError(f"{path}: not a JSON object ({exc}); fix it or pass --max-length") from None
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DataError(
+                    f"{path}: max_seq_length must be a positive integer, got {value!r}; fix it or pass "
+                    "--max-length"
+                )
+            return value, f"{SBERT_CONFIG} max_seq_length"
+    if tokenizer is None and model is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model))
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < SANE_MODEL_MAX_LENGTH:
+        return limit, "tokenizer model_max_length"
+    if config is None and model is not None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(model))
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        return positions, "config max_position_embeddings"
+    raise DataError(
+        f"{model}: the model states no input limit (no {SBERT_CONFIG} max_seq_length, tokenizer "
+        f"model_max_length {limit!r}, no max_position_embeddings); pass --max-length"
+    )
+
+
 class HFEncoder:
     """A plain Hugging Face encoder: ``AutoModel`` + mean or CLS pooling, optional normalisation."""
 
@@ -137,7 +205,7 @@ class HFEncoder:
         *,
         pooling: str = "mean",
         normalize: bool = True,
-        max_length: int = 512,
+        max_length: int | None = None,
         query_max_length: int | None = None,
         batch_size: int = 32,
         query_prefix: str = "",
@@ -153,6 +221,7 @@ class HFEncoder:
             raise ValueError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        path: str | None = None
         if isinstance(model, str | os.PathLike):
             path = str(model)
             self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
@@ -164,10 +233,27 @@ class HFEncoder:
             self.model.to(self.dtype)
         self.model.to(self.device).eval()
         self.pooling, self.normalize = pooling, normalize
+        if max_length is None:
+            max_length, self.max_length_source = default_max_length(path, self.tokenizer, self.model.config)
+        else:
+            self.max_length_source = "max_length argument"
         self.max_length, self.query_max_length = max_length, query_max_length or max_length
         self.batch_size = batch_size
         self.query_prefix, self.passage_prefix = query_prefix, passage_prefix
         self.sort_by_length, self.progress = sort_by_length, progress
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the vectors depend on, as used (recorded in each shard's ``.meta.json``)."""
+        return {
+            "encoder": "hf",
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "query_max_length": self.query_max_length,
+            "max_length_source": self.max_length_source,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
 
     def _encode(self, texts: Sequence[str], max_length: int, prefix: str, desc: str) -> np.ndarray:
         texts = [prefix + t for t in texts]
@@ -207,21 +293,24 @@ class HFEncoder:
 
 
 class LlaraEncoder:
-    """The LLaRA encoder: queries with the EBAR prompt, passages with the EBAE prompt (by default).
+    """The LLaRA encoder: queries and passages each with the prompt the checkpoint names.
 
     ``embedder`` is a path (loaded with ``LlaraEmbedder.from_pretrained``) or an object with the
     same interface (``embed(texts, kind, max_length)`` -> (N, H) tensor, ``tokenizer``).
+    ``prompt_style`` None lets ``LlaraEmbedder.from_pretrained`` read the style from the checkpoint;
+    ``query_prompt`` / ``passage_prompt`` / the lengths None take what the checkpoint's prompt layout
+    records (see :func:`checkpoint_layout`); lengths it does not record are the released code's 64 / 160.
     """
 
     def __init__(
         self,
         embedder: str | os.PathLike | Any,
         *,
-        prompt_style: str = "released",
-        query_prompt: str = "ebar",
-        passage_prompt: str = "ebae",
-        query_max_length: int = 64,
-        passage_max_length: int = 160,
+        prompt_style: str | None = None,
+        query_prompt: str | None = None,
+        passage_prompt: str | None = None,
+        query_max_length: int | None = None,
+        passage_max_length: int | None = None,
         batch_size: int = 16,
         device: str | None = None,
         dtype: str | torch.dtype | None = "auto",
@@ -229,21 +318,57 @@ class LlaraEncoder:
         progress: bool = True,
     ) -> None:
         for name, value in (("query_prompt", query_prompt), ("passage_prompt", passage_prompt)):
-            if value not in ("ebae", "ebar"):
-                raise ValueError(f"{name} must be 'ebae' or 'ebar', got {value!r}")
+            if value is not None and value not in KINDS:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(map(repr, KINDS))} or None, got {value!r}"
+                )
+        if prompt_style is not None:
+            check_choice(prompt_style, PROMPT_STYLES, "prompt style")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        path = None
         if isinstance(embedder, str | os.PathLike):
             from llara.modeling import LlaraEmbedder
 
+            path = Path(embedder)
             embedder = LlaraEmbedder.from_pretrained(
                 str(embedder), prompt_style=prompt_style, device=self.device, dtype=self.dtype
             )
         self.embedder = embedder
-        self.prompt_style = prompt_style
-        self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
-        self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
+        recorded = checkpoint_layout(embedder, path)
+        where = recorded.pop("source")
+        # the style the embedder ended up with (read from the checkpoint when None was asked for)
+        self.prompt_style = recorded.get("style") or prompt_style
+        given = {"query_prompt": query_prompt, "passage_prompt": passage_prompt}
+        missing = [k for k, v in given.items() if v is None and k not in recorded]
+        if missing:
+            raise DataError(
+                f"{where}: the checkpoint does not record {' or '.join(missing)}; pass "
+                + " and ".join(f"--{k.replace('_', '-')} {'|'.join(KINDS)}" for k in missing)
+            )
+        for key, value in given.items():
+            if value is not None and key in recorded and recorded[key] != value:
+                warn_data(f"{where}: the checkpoint's {key} is {recorded[key]!r}; using {value!r} as asked")
+        self.query_prompt = query_prompt or recorded["query_prompt"]
+        self.passage_prompt = passage_prompt or recorded["passage_prompt"]
+        self.query_max_length = query_max_length or recorded.get("query_max_length") or QUERY_MAX_LENGTH
+        self.passage_max_length = (
+            passage_max_length or recorded.get("passage_max_length") or PASSAGE_MAX_LENGTH
+        )
         self.batch_size, self.sort_by_length, self.progress = batch_size, sort_by_length, progress
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the vectors depend on, as used (recorded in each shard's ``.meta.json``)."""
+        return {
+            "encoder": "llara",
+            "prompt_style": self.prompt_style,
+            "query_prompt": self.query_prompt,
+            "passage_prompt": self.passage_prompt,
+            "query_max_length": self.query_max_length,
+            "passage_max_length": self.passage_max_length,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
 
     def _encode(self, texts: Sequence[str], kind: str, max_length: int, desc: str) -> np.ndarray:
         texts = list(texts)
@@ -268,12 +393,44 @@ class LlaraEncoder:
         return self._encode(texts, self.passage_prompt, self.passage_max_length, "encode corpus")
 
 
+PROMPT_FILE = "llara_prompt.json"  # llara.model.LAYOUT_FILE: the prompt layout saved in a checkpoint
+LAYOUT_KEYS = ("style", "query_prompt", "passage_prompt", "query_max_length", "passage_max_length")
+
+
+def checkpoint_layout(embedder: Any, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What a checkpoint records of its prompt layout (style, prompts, lengths), as far as it does.
+
+    From the embedder's ``layout`` (``LlaraEmbedder`` reads ``llara_prompt.json`` when it loads),
+    else ``llara_prompt.json`` in ``path``. Key ``source`` names where, for messages.
+    """
+    layout = getattr(embedder, "layout", None)
+    if layout is not None:
+        found = {k: getattr(layout, k) for k in LAYOUT_KEYS if getattr(layout, k, None) is not None}
+        return found | {"source": f"{path or 'the model'} (prompt layout)"}
+    prompt_file = Path(path) / PROMPT_FILE if path is not None else None
+    if prompt_file is None or not prompt_file.is_file():
+        return {"source": prompt_file or "the embedder"}
+    try:
+        recorded = json.loads(prompt_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{prompt_file}: not valid JSON ({exc}); fix it or remove it") from None
+    if not isinstance(recorded, dict):
+        raise DataError(f"{prompt_file}: expected a JSON object; fix it or remove it")
+    found = {k: recorded[k] for k in LAYOUT_KEYS if recorded.get(k) is not None}
+    for key in ("query_prompt", "passage_prompt"):
+        if key in found and found[key] not in KINDS:
+            raise DataError(f"{prompt_file}: {key} {found[key]!r} is not one of {', '.join(KINDS)}; fix it")
+    return found | {"source": prompt_file}
+
+
 # ---------------------------------------------------------------------------------------------
 # shards on disk
 
 WHATS = ("corpus", "queries")
 # config keys that do not change the vectors (a shard computed with another value is still valid)
-_NON_IDENTITY_KEYS = {"batch_size", "device", "progress", "output", "overwrite", "shard", "num_shards"}
+_NON_IDENTITY_KEYS = {
+    "batch_size", "device", "progress", "output", "overwrite", "shard", "num_shards", "max_length_source",
+}  # fmt: skip
 
 
 def shard_bounds(n: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -348,6 +505,12 @@ def encode_shard(
     paths["meta"].unlink(missing_ok=True)  # the old marker goes first, so a crash leaves no stale one
     start, end = shard_bounds(len(ids), shard, num_shards)
     shard_ids, shard_texts = list(ids[start:end]), list(texts[start:end])
+    empty = [i for i, t in zip(shard_ids, shard_texts, strict=True) if not t.strip()]
+    if empty:
+        warn_data(
+            f"{what} shard {shard} of {num_shards}: {len(empty)} of {len(shard_ids)} texts are empty "
+            f"(ids: {format_ids(empty)}); they are encoded as empty strings"
+        )
     t0 = time.perf_counter()
     vecs = encoder.encode_corpus(shard_texts) if what == "corpus" else encoder.encode_queries(shard_texts)
     seconds = time.perf_counter() - t0
@@ -362,7 +525,10 @@ def encode_shard(
         "total_rows": len(ids),
         "seconds": round(seconds, 3),
         "texts_per_second": round(len(shard_ids) / seconds, 2) if seconds > 0 else None,
+        "empty_texts": len(empty),
+        "empty_text_ids": empty[:100],
         "config": jsonable(config),
+        "encoder": jsonable(getattr(encoder, "settings", None)),  # the values used (lengths, prompts)
         "code_version": code_version(),
         "date": utc_now(),
     }
@@ -423,7 +589,7 @@ def build_encoder(config: dict[str, Any]) -> Encoder:
         progress=config["progress"],
     )
     if config["encoder"] == "hf":
-        return HFEncoder(
+        encoder = HFEncoder(
             config["model"],
             pooling=config["pooling"],
             normalize=config["normalize"],
@@ -433,6 +599,8 @@ def build_encoder(config: dict[str, Any]) -> Encoder:
             passage_prefix=config["passage_prefix"],
             **common,
         )
+        encoder.max_length_source = config.get("max_length_source") or encoder.max_length_source
+        return encoder
     return LlaraEncoder(
         config["model"],
         prompt_style=config["prompt_style"],
@@ -457,16 +625,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--output", required=True, type=Path, help="output folder for the shard files")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=None, help="passage max tokens (hf: 512, llara: 160)")
     p.add_argument(
-        "--query-max-length", type=int, default=None, help="query max tokens (hf: --max-length, llara: 64)"
+        "--max-length",
+        type=int,
+        default=None,
+        help="passage max tokens (hf: the model's own limit: sentence_bert_config.json max_seq_length, "
+        "else tokenizer model_max_length, else max_position_embeddings; llara: the checkpoint's, else "
+        f"{PASSAGE_MAX_LENGTH})",
+    )
+    p.add_argument(
+        "--query-max-length",
+        type=int,
+        default=None,
+        help=f"query max tokens (hf: as --max-length; llara: the checkpoint's, else {QUERY_MAX_LENGTH})",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument(
         "--dtype", default="auto", choices=("auto", *DTYPES), help="auto: fp32 on CPU, bf16/fp16 on GPU"
     )
     p.add_argument("--no-sort", dest="sort_by_length", action="store_false", help="batches in input order")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars (ours, and transformers' weight loading)",
+    )
     p.add_argument("--overwrite", action="store_true", help="recompute a shard even when complete")
     hf = p.add_argument_group("hf encoder")
     hf.add_argument("--pooling", choices=("mean", "cls"), default="mean")
@@ -474,17 +657,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hf.add_argument("--query-prefix", default="")
     hf.add_argument("--passage-prefix", default="")
     ll = p.add_argument_group("llara encoder")
-    ll.add_argument("--prompt-style", choices=("released", "paper"), default="released")
-    ll.add_argument("--query-prompt", choices=("ebar", "ebae"), default="ebar")
-    ll.add_argument("--passage-prompt", choices=("ebae", "ebar"), default="ebae")
+    ll.add_argument(
+        "--prompt-style", choices=PROMPT_STYLES, default=None, help="default: the one the checkpoint records"
+    )
+    ll.add_argument(
+        "--query-prompt", choices=KINDS, default=None, help="default: the one the checkpoint records"
+    )
+    ll.add_argument(
+        "--passage-prompt", choices=KINDS, default=None, help="default: the one the checkpoint records"
+    )
     args = p.parse_args(argv)
-    if args.max_length is None:
-        args.max_length = 512 if args.encoder == "hf" else 160
-    if args.query_max_length is None:
-        args.query_max_length = args.max_length if args.encoder == "hf" else 64
+    for name in ("max_length", "query_max_length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not 0 <= args.shard < args.num_shards:
         p.error(f"need 0 <= --shard < --num-shards, got {args.shard} and {args.num_shards}")
     return args
+
+
+def resolve_lengths(config: dict[str, Any]) -> dict[str, Any]:
+    """Say where the lengths come from; fill in an hf encoder's from the model (before any shard is
+    checked: an explicit ``--max-length`` equal to the model's own is the same configuration).
+    The llara encoder's lengths left None come from the checkpoint when it is loaded (its prompt
+    layout, else the released code's 64 / 160) and are recorded in the shard's ``encoder`` entry."""
+    config = dict(config)
+    if config["max_length"] is not None:
+        config["max_length_source"] = "--max-length"
+    elif config["encoder"] == "hf":
+        config["max_length"], config["max_length_source"] = default_max_length(config["model"])
+    else:
+        config["max_length_source"] = "checkpoint prompt layout, else the released code's"
+    if config["query_max_length"] is None and config["encoder"] == "hf":
+        config["query_max_length"] = config["max_length"]
+    return config
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """With ``enabled`` False, also silence transformers' and huggingface_hub's bars (weight loading)."""
+    from transformers.utils import logging as hf_logging
+
+    if enabled or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,26 +719,38 @@ def main(argv: list[str] | None = None) -> int:
             config.pop(key)
     if args.what == "corpus":
         config.pop("split")  # the corpus does not depend on the split
-    try:
-        from llara.beir import join_title_text, load_beir, load_corpus
+    with cli_warnings(), progress_bars(args.progress):
+        try:
+            from llara.beir import join_title_text, load_beir, load_corpus
 
-        paths = shard_paths(args.output, args.what, args.shard, args.num_shards)
-        if not args.overwrite and shard_is_complete(paths, config):
-            print(f"{paths['embeddings']}: complete, not recomputed")
-            return 0
-        if args.what == "corpus":
-            corpus = load_corpus(args.beir_dir / "corpus.jsonl")
-            ids = list(corpus)
-            texts = [join_title_text(corpus[i]["title"], corpus[i]["text"]) for i in ids]
-        else:
-            ids, texts = load_beir(args.beir_dir, args.split).query_items()
-        encoder = build_encoder(config)
-        meta = encode_shard(
-            encoder, ids, texts, args.what, args.output, args.shard, args.num_shards, config, args.overwrite
-        )
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+            config = resolve_lengths(config)
+            paths = shard_paths(args.output, args.what, args.shard, args.num_shards)
+            if not args.overwrite and shard_is_complete(paths, config):
+                print(f"{paths['embeddings']}: complete, not recomputed")
+                return 0
+            if args.what == "corpus":
+                corpus = load_corpus(args.beir_dir / "corpus.jsonl")
+                ids = list(corpus)
+                texts = [join_title_text(corpus[i]["title"], corpus[i]["text"]) for i in ids]
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DataWarning)  # encode_shard names empty queries
+                    ids, texts = load_beir(args.beir_dir, args.split).query_items()
+            encoder = build_encoder(config)
+            meta = encode_shard(
+                encoder,
+                ids,
+                texts,
+                args.what,
+                args.output,
+                args.shard,
+                args.num_shards,
+                config,
+                args.overwrite,
+            )
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(
         f"{paths['embeddings']}: {meta['rows']} {args.what} rows, dim {meta['dim']}, "
         f"{meta['texts_per_second']} texts/s"

@@ -1,8 +1,10 @@
-"""Small shared I/O helpers: atomic writes, JSONL reading with located errors, provenance.
+"""Small shared I/O helpers: atomic writes, text/JSONL reading with located errors, provenance.
 
 Every artifact of the evaluation stages is written through :func:`atomic_path`: the bytes go to a
 temporary name in the destination folder and are renamed into place with :func:`os.replace` only
-once complete, so a crash never leaves a half-written file under the final name.
+once complete, so a crash never leaves a half-written file under the final name. A symbolic link is
+followed (its target is replaced, the link stays); a stream (``-`` = stdout, a FIFO, a device) is
+written to, never replaced, and receives the bytes only once they are complete.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import secrets
+import shutil
 import subprocess
+import sys
+import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,20 +31,130 @@ class DataError(ValueError):
     """A bad input file; the message names the file (and line) and says how to fix it."""
 
 
+class DataWarning(UserWarning):
+    """Input that is valid but probably not what was meant (empty texts, queries that match nothing)."""
+
+
+def format_ids(ids: Iterable[str], limit: int = 20) -> str:
+    """``a, b, c`` (the first ``limit`` ids, then ``... and N more``)."""
+    ids = list(ids)
+    shown = ", ".join(map(str, ids[:limit]))
+    return shown + (f" ... and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def warn_data(message: str) -> None:
+    """Issue a :class:`DataWarning` (shown as ``warning: ...`` by the CLIs, see :func:`cli_warnings`)."""
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def cli_warnings() -> Iterator[None]:
+    """Within a CLI: print each :class:`DataWarning` once as ``warning: <message>`` on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    previous = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = show
+        yield
+
+
+_FD_LINK = re.compile(r"/proc/[^/]+/fd/(\d+)|/dev/fd/(\d+)|/dev/std(out|err)")
+_MAX_LINKS = 40
+
+
+def output_target(path: str | os.PathLike) -> tuple[str, Path]:
+    """Where a write to ``path`` goes: ``("file", real path)`` or ``("stream", path)``.
+
+    Symbolic links are followed to their target (a dangling link names the file to create). ``-``, a
+    FIFO, a device, a socket, and a name that reaches an open descriptor (``/dev/stdout``,
+    ``/dev/fd/N``, ``/proc/self/fd/N``) are streams: they are written to, never replaced.
+    """
+    if os.fspath(path) == "-":
+        return "stream", Path("-")
+    p = Path(os.path.abspath(path))
+    for _ in range(_MAX_LINKS):
+        p = Path(os.path.realpath(p.parent)) / p.name  # links in the folders
+        if _FD_LINK.fullmatch(str(p)):
+            return "stream", p
+        if not p.is_symlink():
+            break
+        p = p.parent / os.readlink(p)  # an absolute target replaces the whole path
+    else:
+        raise DataError(f"{path}: more than {_MAX_LINKS} levels of symbolic links; point it at a file")
+    if p.is_dir():
+        raise DataError(f"{path}: is a folder; pass a file name")
+    if p.exists() and not p.is_file():
+        return "stream", p
+    return "file", p
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """True for ``-``, a FIFO, a device, or a descriptor name (see :func:`output_target`)."""
+    return output_target(path)[0] == "stream"
+
+
+@contextlib.contextmanager
+def _open_stream(target: Path) -> Iterator[Any]:
+    """A binary file object writing to a stream target, positioned where its writer left off."""
+    match = _FD_LINK.fullmatch(str(target))
+    fd: int | None = None
+    if str(target) == "-":
+        fd = 1
+    elif match is not None:
+        pid_part = str(target).split("/")[2] if str(target).startswith("/proc/") else "self"
+        if pid_part in ("self", "thread-self", str(os.getpid())):
+            std = {"out": 1, "err": 2}.get(match.group(3) or "")
+            fd = std if std is not None else int(match.group(1) or match.group(2))
+    stream = (sys.stdout if fd == 1 else sys.stderr) if fd in (1, 2) else None
+    if stream is not None and hasattr(stream, "buffer"):
+        # our own stdout/stderr: through Python's objects, so the order of writes holds
+        stream.flush()
+        yield stream.buffer
+        stream.buffer.flush()
+    elif fd is not None:  # another descriptor of ours: write at its offset instead of reopening
+        with os.fdopen(os.dup(fd), "wb") as fh:
+            yield fh
+    else:  # a FIFO or device (append: a regular file behind another process's descriptor is not cut)
+        with open(target, "ab") as fh:
+            yield fh
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+    """Yield a temporary path to write; when the block succeeds its bytes become ``path``.
 
+    A regular file (or a new name) is written atomically: the temporary file lives beside it and is
+    renamed onto it with :func:`os.replace`. A symbolic link is followed and its target is replaced
+    that way, so the link stays a link. A stream (``-`` for stdout, a FIFO, a device such as
+    ``/dev/stdout``) is never replaced: the complete bytes are copied into it once the block succeeds.
     On an exception the temporary file is removed and ``path`` is left untouched.
     ``suffix`` is appended to the temporary name (numpy's ``save`` wants a ``.npy`` ending).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    kind, target = output_target(path)
+    if kind == "stream":
+        fd, name = tempfile.mkstemp(prefix=".llara-stream.", suffix=f".tmp{suffix}")
+        os.close(fd)
+        tmp_path = Path(name)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb") as src, _open_stream(target) as out:
+                shutil.copyfileobj(src, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
     # not mkstemp: its files are mode 0600; a file created by open() follows the umask like any other
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+    tmp_path = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -86,15 +203,30 @@ def make_shareable_dir(path: str | os.PathLike) -> None:
     os.chmod(path, 0o777 & ~current_umask())
 
 
-def config_path_for(path: str | os.PathLike) -> Path:
-    """Where the resolved arguments of an artifact live: ``<artifact>.config.json``."""
+def report_stream(output: str | os.PathLike) -> Any:
+    """Where a CLI prints its one-line summary: stderr when ``output`` is a stream (so that
+    ``--output -`` carries the artifact alone), stdout otherwise."""
+    return sys.stderr if is_stream(output) else sys.stdout
+
+
+def sidecar_path(path: str | os.PathLike, suffix: str) -> Path | None:
+    """``<artifact><suffix>`` beside an artifact, or None when the artifact is a stream (``-``, a FIFO,
+    a device): nothing is written beside those."""
+    if is_stream(path):
+        return None
     path = Path(path)
-    return path.with_name(path.name + ".config.json")
+    return path.with_name(path.name + suffix)
 
 
-def write_config(path: str | os.PathLike, config: dict[str, Any]) -> Path:
-    """Write the resolved arguments of the stage that produced ``path`` beside it."""
-    return atomic_write_json(config_path_for(path), jsonable(config))
+def config_path_for(path: str | os.PathLike) -> Path | None:
+    """Where the resolved arguments of an artifact live: ``<artifact>.config.json`` (None for a stream)."""
+    return sidecar_path(path, ".config.json")
+
+
+def write_config(path: str | os.PathLike, config: dict[str, Any]) -> Path | None:
+    """Write the resolved arguments of the stage that produced ``path`` beside it (not for a stream)."""
+    target = config_path_for(path)
+    return None if target is None else atomic_write_json(target, jsonable(config))
 
 
 def jsonable(obj: Any) -> Any:
@@ -110,28 +242,59 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each line of a UTF-8 text file (a leading BOM is dropped).
 
-    Raises :class:`DataError` naming the file and line for malformed JSON or a non-object line.
+    Bytes that are not UTF-8 raise :class:`DataError` naming the file, line and byte offset.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    offset = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start : exc.start + 1]
                 raise DataError(
-                    f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                    "each line must be one JSON object"
+                    f"{path}:{lineno}: not UTF-8: byte 0x{bad.hex()} at byte offset {offset + exc.start} "
+                    f"of the file (byte {exc.start + 1} of the line; {exc.reason}); save the file as "
+                    "UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT"
                 ) from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            yield lineno, line
+
+
+def json_error_place(exc: json.JSONDecodeError) -> str:
+    """``Expecting value at column 5``; json's own messages may already end in "at"
+    (``Unterminated string starting at``), which must not become "at at column"."""
+    msg = exc.msg.removesuffix(" at")
+    return f"{msg} at column {exc.colno}"
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+
+    Raises :class:`DataError` naming the file and line for malformed JSON, a non-object line or
+    bytes that are not UTF-8.
+    """
+    path = Path(path)
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}:{lineno}: malformed JSON ({json_error_place(exc)}); "
+                "each line must be one JSON object"
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llara.io import DataError, atomic_write_jsonl, iter_jsonl, write_config
+from llara.io import DataError, atomic_write_jsonl, cli_warnings, iter_jsonl, report_stream, write_config
 from llara.search import Run, ranked, read_trec_run
 
 
@@ -193,28 +193,33 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--negatives run needs --beir-dir: the run's query and document ids must match the data")
     if args.corpus is not None and args.pairs is None:
         p.error("--corpus goes with --pairs (a BEIR folder has its own corpus)")
-    try:
-        data = from_beir(args.beir_dir, args.split) if args.beir_dir else from_pairs(args.pairs, args.corpus)
-        if args.negatives == "bm25":
-            run = bm25_run(data, args.depth, stemmer=args.stemmer)
-        else:
-            run = read_trec_run(args.run)
-            unknown = {d for docs in run.values() for d in docs} - data.corpus.keys()
-            if unknown:
-                raise DataError(
-                    f"{args.run}: {len(unknown)} document ids are not in the corpus (e.g. "
-                    f"{sorted(unknown)[:3]}); was the run made on another dataset?"
-                )
-        rows, stats = mine(data, run, args.num_negs, args.depth, args.skip_top, args.seed, args.min_negs)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with cli_warnings():
+        try:
+            return _run(args)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    data = from_beir(args.beir_dir, args.split) if args.beir_dir else from_pairs(args.pairs, args.corpus)
+    if args.negatives == "bm25":
+        run = bm25_run(data, args.depth, stemmer=args.stemmer)
+    else:
+        run = read_trec_run(args.run)
+        unknown = {d for docs in run.values() for d in docs} - data.corpus.keys()
+        if unknown:
+            raise DataError(
+                f"{args.run}: {len(unknown)} document ids are not in the corpus (e.g. "
+                f"{sorted(unknown)[:3]}); was the run made on another dataset?"
+            )
+    rows, stats = mine(data, run, args.num_negs, args.depth, args.skip_top, args.seed, args.min_negs)
     if not rows:
         print(f"error: no rows mined ({stats}); check --depth / --min-negs and the run", file=sys.stderr)
         return 1
     atomic_write_jsonl(args.output, rows)
     write_config(args.output, vars(args) | {"stats": stats})
-    print(f"{args.output}: {stats['rows']} rows ({stats})")
+    print(f"{args.output}: {stats['rows']} rows ({stats})", file=report_stream(args.output))
     return 0
 
 

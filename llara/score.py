@@ -4,21 +4,23 @@ Metrics: NDCG@10, MRR@10, Recall@100, Recall@1000, MAP@10. Conventions (as BEIR'
 ``EvaluateRetrieval.evaluate``):
 
 - a retrieved document whose id equals the query id is dropped first (``ignore_identical_ids``);
-- the mean is over all judged queries: a judged query absent from the run counts 0 (trec_eval
-  ``-c``; a run file cannot tell "retrieved nothing" from "not run"). Such queries are listed in the
-  output; ``missing_as_zero=False`` (``--skip-missing``) averages over the judged queries present in
-  the run only, as BEIR's ``evaluate`` does. With dense retrieval every query is in the run, and the
-  two agree;
+- by default the mean is over all judged queries: a judged query absent from the run counts 0
+  (trec_eval ``-c``; a run file cannot tell "retrieved nothing" from "not run", and BM25 writes no
+  line for a query that matches nothing). ``missing_as_zero=False`` (``--skip-missing``) averages
+  over the judged queries present in the run only, as BEIR's ``evaluate`` does. Either way the
+  output lists such queries and counts them (``num_queries_missing_from_run``). With dense
+  retrieval every query is in the run, and the two agree;
 - MRR@10 is trec_eval's ``recip_rank`` on each query's top 10, ranked as trec_eval ranks (score
   descending, then document id descending).
 
-Per-query values are kept in the metrics JSON, with provenance (model, variant, prompt style,
-dataset, split, code version, seed, date).
+Per-query values are kept in the metrics JSON, with provenance (model, variant, prompt style, query
+and passage prompts, dataset, split, code version, seed, date).
 
 CLI::
 
     python -m llara.score --qrels DIR/qrels/test.tsv --run run.trec --output metrics.json \\
-        --model all-MiniLM-L6-v2 --variant minilm --dataset scifact --split test --seed 0 [--prompt-style released]
+        --model all-MiniLM-L6-v2 --variant minilm --dataset scifact --split test --seed 0 \\
+        [--prompt-style released --query-prompt ebar --passage-prompt ebae] [--skip-missing]
 """
 
 from __future__ import annotations
@@ -32,7 +34,17 @@ from typing import Any
 
 import pytrec_eval
 
-from llara.io import DataError, atomic_write_json, code_version, utc_now, write_config
+from llara.choices import KINDS, check_choice
+from llara.io import (
+    DataError,
+    atomic_write_json,
+    code_version,
+    format_ids,
+    iter_lines,
+    report_stream,
+    utc_now,
+    write_config,
+)
 from llara.search import Run, ranked, read_trec_run
 
 Qrels = dict[str, dict[str, int]]
@@ -91,15 +103,17 @@ def score(
     aggregate = {name: (sum(v[name] for v in per_query.values()) / n if n else 0.0) for name in METRICS}
     return {
         "metrics": aggregate,
-        "num_queries": n,
+        "num_queries": n,  # the queries the mean is over
+        "num_judged_queries": len(qrels),
+        "num_queries_missing_from_run": len(missing),
         "queries_missing_from_run": missing,
         "per_query": per_query,
         "conventions": {
             "ignore_identical_ids": ignore_identical_ids,
             "missing_as_zero": missing_as_zero,
-            "mean_over": "all judged queries (missing = 0)"
+            "mean_over": "all judged queries (missing from the run = 0, trec_eval -c)"
             if missing_as_zero
-            else "judged queries in the run",
+            else "judged queries in the run (BEIR; --skip-missing)",
             "mrr@10": "pytrec_eval recip_rank on the top 10 (score desc, docid desc)",
         },
     }
@@ -112,24 +126,20 @@ def load_qrels_file(path: str | os.PathLike) -> Qrels:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: qrels file not found")
-    with open(path, encoding="utf-8") as fh:
-        first = next((line for line in fh if line.strip()), "")
+    first = next((line for _, line in iter_lines(path) if line.strip()), "")
     if "\t" not in first and len(first.split()) == 4:  # TREC format
         qrels: Qrels = {}
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                parts = line.split()
-                if len(parts) != 4:
-                    raise DataError(
-                        f"{path}:{lineno}: expected 4 columns 'qid 0 docid rel', got {len(parts)}"
-                    )
-                try:
-                    rel = int(parts[3])
-                except ValueError:
-                    raise DataError(f"{path}:{lineno}: relevance {parts[3]!r} is not an integer") from None
-                qrels.setdefault(parts[0], {})[parts[2]] = rel
+        for lineno, line in iter_lines(path):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 4:
+                raise DataError(f"{path}:{lineno}: expected 4 columns 'qid 0 docid rel', got {len(parts)}")
+            try:
+                rel = int(parts[3])
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: relevance {parts[3]!r} is not an integer") from None
+            qrels.setdefault(parts[0], {})[parts[2]] = rel
         return qrels
     return load_qrels(path)
 
@@ -141,11 +151,18 @@ def provenance(
     split: str | None = None,
     seed: int | None = None,
     prompt_style: str | None = None,
+    query_prompt: str | None = None,
+    passage_prompt: str | None = None,
 ) -> dict[str, Any]:
+    for name, value in (("query_prompt", query_prompt), ("passage_prompt", passage_prompt)):
+        if value is not None:
+            check_choice(value, KINDS, name)
     return {
         "model": model,
         "variant": variant,
         "prompt_style": prompt_style,
+        "query_prompt": query_prompt,
+        "passage_prompt": passage_prompt,
         "dataset": dataset,
         "split": split,
         "seed": seed,
@@ -197,13 +214,36 @@ def main(argv: list[str] | None = None) -> int:
         "--prompt-style", default=None, help="LLaRA prompt style of the model ('-' or omitted: none)"
     )
     p.add_argument(
+        "--query-prompt",
+        choices=KINDS,
+        default=None,
+        help="LLaRA prompt the queries were encoded with (recorded in the provenance; omitted: none)",
+    )
+    p.add_argument(
+        "--passage-prompt",
+        choices=KINDS,
+        default=None,
+        help="LLaRA prompt the passages were encoded with (recorded in the provenance; omitted: none)",
+    )
+    p.add_argument(
         "--keep-identical-ids",
         dest="ignore_identical_ids",
         action="store_false",
         help="count a retrieved document whose id equals the query id (BEIR drops it)",
     )
-    p.add_argument(
-        "--missing-as-zero", action="store_true", help="judged queries absent from the run count 0"
+    missing = p.add_mutually_exclusive_group()
+    missing.add_argument(
+        "--missing-as-zero",
+        dest="missing_as_zero",
+        action="store_true",
+        default=True,
+        help="judged queries absent from the run count 0, as trec_eval -c (the default)",
+    )
+    missing.add_argument(
+        "--skip-missing",
+        dest="missing_as_zero",
+        action="store_false",
+        help="average over the judged queries present in the run only, as BEIR's evaluate",
     )
     args = p.parse_args(argv)
     try:
@@ -218,20 +258,24 @@ def main(argv: list[str] | None = None) -> int:
             split=args.split,
             seed=args.seed,
             prompt_style=None if args.prompt_style in (None, "", "-") else args.prompt_style,
+            query_prompt=args.query_prompt,
+            passage_prompt=args.passage_prompt,
         )
+        atomic_write_json(args.output, result)
+        write_config(args.output, vars(args))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    atomic_write_json(args.output, result)
-    write_config(args.output, vars(args))
     if result["queries_missing_from_run"]:
         how = "counted as 0" if args.missing_as_zero else "left out of the mean (--skip-missing)"
+        missing_ids = result["queries_missing_from_run"]
         print(
-            f"warning: {len(result['queries_missing_from_run'])} judged queries are not in {args.run}: {how}",
+            f"warning: {len(missing_ids)} of {result['num_judged_queries']} judged queries are not in "
+            f"{args.run}: {how} (ids: {format_ids(missing_ids)})",
             file=sys.stderr,
         )
     summary = "  ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
-    print(f"{args.output}: {result['num_queries']} queries  {summary}")
+    print(f"{args.output}: {result['num_queries']} queries  {summary}", file=report_stream(args.output))
     return 0
 
 

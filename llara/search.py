@@ -27,7 +27,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-from llara.io import DataError, atomic_path, atomic_write_json, code_version, utc_now, write_config
+from llara.io import (
+    DataError,
+    atomic_path,
+    atomic_write_json,
+    code_version,
+    iter_lines,
+    report_stream,
+    sidecar_path,
+    utc_now,
+    write_config,
+)
 
 Run = dict[str, dict[str, float]]
 GPU_MAX_K = 2048  # faiss's GPU top-k limit; larger k searches on the CPU
@@ -180,24 +190,23 @@ def read_trec_run(path: str | os.PathLike) -> Run:
     if not path.is_file():
         raise DataError(f"{path}: run file not found")
     run: Run = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 6:
-                raise DataError(
-                    f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}"
-                )
-            qid, _, doc_id, _, raw_score, _ = parts
-            try:
-                score = float(raw_score)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: score {raw_score!r} is not a number") from None
-            docs = run.setdefault(qid, {})
-            if doc_id in docs:
-                raise DataError(f"{path}:{lineno}: document {doc_id!r} listed twice for query {qid!r}")
-            docs[doc_id] = score
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise DataError(
+                f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}"
+            )
+        qid, _, doc_id, _, raw_score, _ = parts
+        try:
+            score = float(raw_score)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: score {raw_score!r} is not a number") from None
+        docs = run.setdefault(qid, {})
+        if doc_id in docs:
+            raise DataError(f"{path}:{lineno}: document {doc_id!r} listed twice for query {qid!r}")
+        docs[doc_id] = score
     return run
 
 
@@ -266,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llara.search", description="Top-k search -> TREC run file.")
     p.add_argument("--query-dir", required=True, type=Path, help="folder with queries.shard*.npy")
     p.add_argument("--corpus-dir", required=True, type=Path, help="folder with corpus.shard*.npy")
-    p.add_argument("--output", required=True, type=Path, help="TREC run file to write")
+    p.add_argument(
+        "--output", required=True, type=Path, help="TREC run file to write ('-' or a FIFO: streamed to)"
+    )
     p.add_argument("--tag", required=True, help="run tag (last column of the run file)")
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--index", choices=("exact", "hnsw", "ivf"), default="exact")
@@ -297,18 +308,19 @@ def main(argv: list[str] | None = None) -> int:
             use_gpu=False if args.cpu else None,
             ann_params=ann_params,
         )
+        write_trec_run(args.output, run, args.tag)
+        stats_path = sidecar_path(args.output, ".stats.json")  # None for a stream (-, FIFO, /dev/stdout)
+        if stats_path is not None:
+            atomic_write_json(stats_path, stats | {"code_version": code_version(), "date": utc_now()})
+        write_config(args.output, vars(args))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    write_trec_run(args.output, run, args.tag)
-    stats_path = args.output.with_name(args.output.name + ".stats.json")
-    atomic_write_json(stats_path, stats | {"code_version": code_version(), "date": utc_now()})
-    write_config(args.output, vars(args))
     msg = f"{args.output}: {stats['queries']} queries x top-{args.k} of {stats['documents']} documents"
     if args.index != "exact":
         recall = stats[f"recall@{stats['recall_k']}_vs_exact"]
         msg += f"; {args.index} recall@{stats['recall_k']} vs exact = {recall:.4f}"
-    print(msg)
+    print(msg, file=report_stream(args.output))
     return 0
 
 

@@ -22,7 +22,7 @@ from llara.beir import (
     subsample,
     write_beir,
 )
-from llara.io import DataError
+from llara.io import DataError, DataWarning
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCIFACT = SHARED / "data" / "beir" / "scifact"
@@ -58,7 +58,14 @@ def test_load_joins_title_and_text_and_keeps_judged_queries(tmp_path):
     assert texts == ["Rivers The Nile is long.", "Mountains are high.", "Cities Paris is a city."]
     assert list(ds.queries) == ["q1", "q2"]  # q3 has no judgement in this split (as BEIR)
     assert ds.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2, "d3": 0}}
-    assert ds.meta == {"documents": 3, "queries_in_file": 3, "queries_judged": 2, "judgements": 3}
+    assert ds.meta == {
+        "documents": 3,
+        "queries_in_file": 3,
+        "queries_judged": 2,
+        "judgements": 3,
+        "empty_documents": 0,
+        "empty_queries": 0,
+    }
 
 
 def test_join_title_text_is_beirs():
@@ -125,6 +132,46 @@ def test_subsample_is_deterministic_and_round_trips(tmp_path):
     assert (back.corpus, back.queries, back.qrels) == (a.corpus, a.queries, a.qrels)
 
 
+@pytest.mark.parametrize("name", ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"])
+def test_check_cli_names_file_line_and_byte_offset_of_non_utf8(tmp_path, capsys, name):
+    root = write_folder(tmp_path / "d")
+    path = root / name
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = (
+        lines[1].replace(b"\t", b"\t\xff", 1)
+        if name.endswith(".tsv")
+        else lines[1].replace(b'": "', b'": "\xff', 1)
+    )
+    path.write_bytes(b"".join(lines))
+    offset = len(lines[0]) + lines[1].index(b"\xff")
+    assert beir.main(["check", "--beir-dir", str(root), "--split", "test"]) == 1
+    captured = capsys.readouterr()
+    assert f"{path}:2: not UTF-8: byte 0xff at byte offset {offset} of the file" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_empty_texts_are_counted_and_warned_with_their_ids(tmp_path, capsys):
+    corpus = [
+        {"_id": "d1", "title": "Rivers", "text": "The Nile is long."},
+        {"_id": "d2", "title": " ", "text": "  "},
+        {"_id": "d3", "title": "Only a title", "text": ""},
+    ]
+    queries = [{"_id": "q1", "text": " "}, {"_id": "q2", "text": "high"}, {"_id": "q3", "text": ""}]
+    root = write_folder(tmp_path / "d", corpus=corpus, queries=queries)  # q3 is not judged: not counted
+    with pytest.warns(DataWarning) as record:
+        ds = load_beir(root, "test")
+    assert (ds.meta["empty_documents"], ds.meta["empty_queries"]) == (1, 1)
+    messages = [str(w.message) for w in record]
+    assert any("corpus.jsonl: 1 of 3 documents have an empty text (ids: d2)" in m for m in messages)
+    assert any(
+        "queries.jsonl: 1 of 2 queries judged in 'test' have an empty text (ids: q1)" in m for m in messages
+    )
+    assert beir.main(["check", "--beir-dir", str(root), "--split", "test"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["empty_documents"] == 1
+    assert "warning: " in captured.err and "(ids: d2)" in captured.err and "(ids: q1)" in captured.err
+
+
 def test_check_cli(tmp_path, capsys):
     root = write_folder(tmp_path / "d")
     assert beir.main(["check", "--beir-dir", str(root), "--split", "test"]) == 0
@@ -137,7 +184,14 @@ def test_scifact_counts():
     if not SCIFACT.is_dir():
         pytest.skip(f"{SCIFACT} is missing: put the project's shared/ folder beside the repository")
     test = load_beir(SCIFACT, "test")
-    assert test.meta == {"documents": 5183, "queries_in_file": 1109, "queries_judged": 300, "judgements": 339}
+    assert test.meta == {
+        "documents": 5183,
+        "queries_in_file": 1109,
+        "queries_judged": 300,
+        "judgements": 339,
+        "empty_documents": 0,
+        "empty_queries": 0,
+    }
     assert load_beir(SCIFACT, "train").meta["queries_judged"] == 809
 
 

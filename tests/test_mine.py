@@ -139,3 +139,21 @@ def test_pairs_input(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"query": "x", "pos": []}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:1: field 'pos'"):
         from_pairs(tmp_path / "bad.jsonl")
+
+
+def test_cli_non_utf8_run_and_output_to_stdout(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a regression would write a file named "-" here, not in the checkout
+    root = write_beir(tmp_path / "beir")
+    run_path = tmp_path / "dense.trec"
+    run_path.write_bytes(b"q0 Q0 d1 1 2.0 t\nq0 Q0 d\xff2 2 1.0 t\n")
+    argv = ["--beir-dir", str(root), "--negatives", "run", "--run", str(run_path)]
+    assert mine_mod.main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert f"{run_path}:2: not UTF-8: byte 0xff at byte offset 24 of the file" in err  # 17 + 7
+    assert "Traceback" not in err and not (tmp_path / "out.jsonl").exists()
+    bm25_argv = ["--beir-dir", str(root), "--negatives", "bm25", "--stemmer", "none", "--num-negs", "2"]
+    assert mine_mod.main([*bm25_argv, "--output", "-"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(rows) == 5 and rows[0]["query_id"] == "q0"
+    assert " rows (" in captured.err  # the summary goes to stderr

@@ -154,11 +154,99 @@ def test_missing_queries_count_zero_or_are_skipped_as_in_beir():
     run = {"q1": {"d1": 1.0}, "q3": {}, "q9": {"d1": 1.0}}  # q9 is not judged: ignored
     zero = score(qrels, run)
     assert zero["num_queries"] == 3 and zero["queries_missing_from_run"] == ["q2"]
+    assert zero["num_queries_missing_from_run"] == 1 and zero["num_judged_queries"] == 3
     assert zero["metrics"]["ndcg@10"] == pytest.approx(1 / 3)
     beir_style = score(qrels, run, missing_as_zero=False)
     assert beir_style["num_queries"] == 2 and beir_style["metrics"]["ndcg@10"] == 0.5
+    assert beir_style["num_queries_missing_from_run"] == 1 and beir_style["num_judged_queries"] == 3
     with pytest.raises(ValueError, match="qrels are empty"):
         score({}, run)
+
+
+def write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> Path:
+    path.write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"{q}\t{d}\t{r}\n" for q, ds in qrels.items() for d, r in ds.items())
+    )
+    return path
+
+
+def test_score_cli_counts_missing_queries_as_zero_by_default(tmp_path, capsys):
+    """A judged query absent from the run (here: one BM25 could not match) counts 0 unless
+    --skip-missing; the metrics JSON says how many were missing either way."""
+    qrels = write_qrels(
+        tmp_path / "test.tsv", {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}, "q4": {"d1": 1}}
+    )
+    run = write_trec_run(tmp_path / "run.trec", {"q1": {"d1": 1.0}, "q3": {"d3": 2.0, "d1": 1.0}}, "t")
+    base = ["--qrels", str(qrels), "--run", str(run)]
+    assert score_mod.main([*base, "--output", str(tmp_path / "zero.json")]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 4 judged queries are not in" in err and "counted as 0 (ids: q2, q4)" in err
+    zero = json.loads((tmp_path / "zero.json").read_text())
+    assert zero["metrics"]["ndcg@10"] == pytest.approx(0.5) and zero["num_queries"] == 4
+    assert zero["num_queries_missing_from_run"] == 2 and zero["queries_missing_from_run"] == ["q2", "q4"]
+    assert zero["per_query"]["q2"]["ndcg@10"] == 0.0 and zero["conventions"]["missing_as_zero"] is True
+    assert score_mod.main([*base, "--missing-as-zero", "--output", str(tmp_path / "explicit.json")]) == 0
+    assert json.loads((tmp_path / "explicit.json").read_text())["metrics"] == zero["metrics"]
+    assert score_mod.main([*base, "--skip-missing", "--output", str(tmp_path / "beir.json")]) == 0
+    assert "left out of the mean (--skip-missing)" in capsys.readouterr().err
+    beir_style = json.loads((tmp_path / "beir.json").read_text())
+    assert beir_style["metrics"]["ndcg@10"] == pytest.approx(1.0) and beir_style["num_queries"] == 2
+    assert beir_style["num_queries_missing_from_run"] == 2 and "q2" not in beir_style["per_query"]
+    with pytest.raises(SystemExit):  # one or the other
+        score_mod.main([*base, "--skip-missing", "--missing-as-zero", "--output", str(tmp_path / "x.json")])
+
+
+def test_score_help_docstring_and_docs_agree_on_missing_queries(capsys):
+    with pytest.raises(SystemExit):
+        score_mod.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "judged queries absent from the run count 0, as trec_eval -c (the default)" in help_text
+    assert (
+        "--skip-missing average over the judged queries present in the run only, as BEIR's evaluate"
+        in help_text
+    )
+    doc = " ".join(score_mod.__doc__.split())
+    assert (
+        "by default the mean is over all judged queries: a judged query absent from the run counts 0" in doc
+    )
+    assert "``missing_as_zero=False`` (``--skip-missing``)" in doc
+    docs = " ".join((REPO / "docs" / "evaluation.md").read_text().split())
+    assert "Judged queries absent from the run count 0 by default (trec_eval `-c`" in docs
+    assert "`--skip-missing` averages over the judged queries in the run only" in docs
+
+
+def test_score_cli_records_prompts_in_provenance(tmp_path, capsys):
+    qrels = write_qrels(tmp_path / "test.tsv", QRELS)
+    run = write_trec_run(tmp_path / "run.trec", keyword_run(), "kw")
+    argv = ["--qrels", str(qrels), "--run", str(run), "--output", str(tmp_path / "m.json")]
+    assert score_mod.main([*argv, "--query-prompt", "ebar", "--passage-prompt", "ebae"]) == 0
+    prov = json.loads((tmp_path / "m.json").read_text())["provenance"]
+    assert (prov["query_prompt"], prov["passage_prompt"]) == ("ebar", "ebae")
+    assert score_mod.main(argv) == 0
+    prov = json.loads((tmp_path / "m.json").read_text())["provenance"]
+    assert (prov["query_prompt"], prov["passage_prompt"]) == (None, None)
+    with pytest.raises(SystemExit):
+        score_mod.main([*argv, "--query-prompt", "query"])
+    assert "invalid choice: 'query'" in capsys.readouterr().err
+
+
+def test_score_cli_non_utf8_inputs_name_file_line_and_offset(tmp_path, capsys):
+    qrels = write_qrels(tmp_path / "test.tsv", QRELS)
+    run = tmp_path / "run.trec"
+    run.write_bytes(b"q1 Q0 d1 1 2.0 t\nq2 Q0 d\xe92 1 1.0 t\n")
+    out = tmp_path / "m.json"
+    assert score_mod.main(["--qrels", str(qrels), "--run", str(run), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{run}:2: not UTF-8: byte 0xe9 at byte offset 24 of the file" in err and "Traceback" not in err
+    )  # line 1: 17 bytes
+    trec_qrels = tmp_path / "qrels.trec"
+    trec_qrels.write_bytes(b"q1 0 d1 1\nq\xff2 0 d2 1\n")
+    good_run = write_trec_run(tmp_path / "good.trec", keyword_run(), "kw")
+    assert score_mod.main(["--qrels", str(trec_qrels), "--run", str(good_run), "--output", str(out)]) == 1
+    assert f"{trec_qrels}:2: not UTF-8: byte 0xff at byte offset 11 of the file" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_score_cli_writes_metrics_per_query_and_provenance(tmp_path, capsys):
