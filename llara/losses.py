@@ -2,8 +2,11 @@
 
 Adaptation (EBAE/EBAR, method notes section 4): a bag-of-words loss on the LM-head logits at the
 embedding slots, plus the ordinary next-token LM loss on the input text, combined by
-`combine_adaptation_losses`. Fine-tuning (method notes sections 1 and 6): InfoNCE over in-batch and
-hard negatives, with passages optionally shared across devices (`info_nce_cross_device`).
+`combine_adaptation_losses`. The LM term exists twice: `lm_loss` on given logits, and
+`chunked_lm_loss` / `linear_cross_entropy`, which take hidden states and the LM-head weight and never
+build the (B, T, V) logits (equal values and gradients). Fine-tuning (method notes sections 1 and 6):
+InfoNCE over in-batch and hard negatives (`info_nce`), optionally with queries and passages shared
+across devices as the released code does it (`info_nce_cross_device`).
 
 Every function takes and returns tensors only, so each can be tested alone; the model and trainer
 modules hand their outputs to them. Shapes: B batch, S embedding slots, V vocabulary, K targets per
@@ -12,18 +15,18 @@ row, T sequence length, H hidden size, N passages.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "bow_loss",
+    "chunked_lm_loss",
     "combine_adaptation_losses",
-    "gather_with_grad",
+    "gather_keep_local",
     "info_nce",
     "info_nce_cross_device",
+    "linear_cross_entropy",
     "lm_loss",
 ]
 
@@ -118,13 +121,231 @@ def lm_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
     return total / n_targets.clamp(min=1)
 
 
+def _check_ids(targets: Tensor, V: int, ignore_index: int, what: str) -> None:
+    """Raise unless every entry of `targets` is a token id in [0, V) or `ignore_index`."""
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise ValueError(f"{what} must hold integer token ids, got dtype {targets.dtype}")
+    real = targets[targets != ignore_index]
+    if real.numel() > 0 and (int(real.min()) < 0 or int(real.max()) >= V):
+        raise ValueError(
+            f"{what} must be token ids in [0, {V}) or {ignore_index} (ignored), "
+            f"got values in [{int(real.min())}, {int(real.max())}]"
+        )
+
+
+def _slice_logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """LM-head logits of one slice of rows, as `lm_head(h).float()` computes them: (n, H) -> (n, V)."""
+    logits = F.linear(h, weight, bias)  # (n, V) in the model's dtype
+    return _upcast(logits)  # (n, V), float32 when the model is float16/bfloat16
+
+
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    """Accumulation dtype of sums over slices: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Sum over rows of cross_entropy(h @ W.T + b, y), never holding more than one slice of logits.
+
+    Per slice of `chunk_size` rows: logits (n, V) -> logsumexp - logit of the target. The gradient of
+    a slice's loss w.r.t. its logits is (softmax - onehot); it gives the slice's rows of grad_h
+    (= g @ W) and its share of grad_W (+= g.T @ h) and grad_b (+= g.sum(0)), accumulated over the
+    slices in float32 (float64 for float64 inputs).
+
+    recompute=True: forward keeps only its inputs and backward recomputes each slice's logits.
+    recompute=False: forward also computes the gradients (one matmul and one exp pass fewer in all)
+    and keeps grad_h (N, H) and grad_W (V, H) until backward, which only scales them.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, recompute, want_grad):
+        # hidden (N, H), weight (V, H), bias (V,) or None, targets (N,) int64 in [0, V)
+        ctx.chunk_size, ctx.recompute = chunk_size, recompute
+        ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
+        if want_grad and not recompute:
+            need = (hidden.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+            total, grads = _ChunkedLinearCrossEntropy._run(
+                hidden, weight, bias, targets, chunk_size, need, None
+            )
+            ctx.save_for_backward(*grads)
+        else:
+            total, _ = _ChunkedLinearCrossEntropy._run(hidden, weight, bias, targets, chunk_size, None, None)
+            ctx.save_for_backward(hidden, weight, bias, targets)
+        return total
+
+    @staticmethod
+    def _run(hidden, weight, bias, targets, chunk_size, need, scale):
+        """Loss sum over the slices and, for `need` = (grad_h?, grad_W?, grad_b?) not None, those
+        gradients of the sum times `scale` (None = times 1); the others are None."""
+        acc = _acc_dtype(hidden)
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        need_h, need_w, need_b = need if need is not None else (False, False, False)
+        grad_h = torch.empty_like(hidden) if need_h else None  # (N, H)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None  # (V, H)
+        grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None  # (V,)
+        for start in range(0, hidden.shape[0], chunk_size):
+            h = hidden[start : start + chunk_size]  # (n, H)
+            y = targets[start : start + chunk_size, None]  # (n, 1)
+            logits = _slice_logits(h, weight, bias)  # (n, V), a fresh tensor (float32 for half models)
+            lse = logits.logsumexp(dim=-1, keepdim=True)  # (n, 1)
+            total += (lse - logits.gather(1, y)).sum(dtype=acc)
+            if need is None:
+                continue
+            g = logits.sub_(lse).exp_()  # (n, V) softmax, in place of the logits
+            g.scatter_add_(1, y, torch.full(y.shape, -1.0, dtype=g.dtype, device=g.device))  # - onehot
+            if scale is not None:
+                g.mul_(scale.to(g.dtype))
+            if grad_b is not None:
+                grad_b += g.sum(dim=0, dtype=acc)  # (V,)
+            g = g.to(hidden.dtype)  # (n, V): autograd casts the gradient back through `.float()` alike
+            if grad_h is not None:
+                grad_h[start : start + chunk_size] = g @ weight  # (n, H)
+            if grad_w is not None and h.dtype == acc:
+                grad_w.addmm_(g.T, h)  # (V, H)
+            elif grad_w is not None:
+                grad_w += (g.T @ h).to(acc)  # (V, H), each slice's product in the model's dtype
+        return total, (grad_h, grad_w, grad_b)
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        need = tuple(ctx.needs_input_grad[:3])
+        if ctx.recompute:
+            hidden, weight, bias, targets = ctx.saved_tensors
+            _, (grad_h, grad_w, grad_b) = _ChunkedLinearCrossEntropy._run(
+                hidden, weight, bias, targets, ctx.chunk_size, need, grad_total
+            )
+        else:
+            grad_h, grad_w, grad_b = (
+                None if g is None else g * grad_total.to(g.dtype) for g in ctx.saved_tensors
+            )
+        return (
+            grad_h if need[0] else None,
+            grad_w.to(ctx.weight_dtype) if need[1] and grad_w is not None else None,
+            grad_b.to(ctx.bias_dtype) if need[2] and grad_b is not None else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    chunk_size: int = 256,
+    bias: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    recompute: bool = True,
+) -> Tensor:
+    """Cross-entropy of `F.linear(hidden, weight, bias)` against `targets`, in slices of rows.
+
+    Equal (values and gradients w.r.t. hidden, weight, bias) to
+    `F.cross_entropy(_upcast(F.linear(hidden, weight, bias)), targets, ignore_index=ignore_index,
+    reduction=reduction)`, but the (N, V) logits are never held whole: at most one (chunk_size, V)
+    slice exists at a time, in float32 when the model is float16/bfloat16, and the slice is recomputed
+    in backward instead of being saved. Rows whose target is `ignore_index` are dropped first.
+
+    Args:
+        hidden: (N, H) final hidden states; each row predicts its own target (already shifted).
+        weight: (V, H) LM-head weight.
+        targets: (N,) token ids, or `ignore_index`.
+        chunk_size: rows per slice (memory: about chunk_size * V * 4 bytes per slice).
+        bias: optional (V,) LM-head bias.
+        reduction: "mean" (over the kept rows; an exact 0 with zero gradients when none is kept) or "sum".
+        recompute: True: backward recomputes each slice's logits (keeps only the inputs). False: forward
+            computes the gradients at once when grad is enabled (about 30% faster on a CPU, holds one
+            (V, H) float32 and one (N, H) buffer until backward; no logits either way).
+
+    Returns:
+        scalar loss, float32 for float16/bfloat16/float32 inputs, float64 for float64 inputs.
+    """
+    if hidden.dim() != 2:
+        raise ValueError(f"hidden must be (N, H), got shape {tuple(hidden.shape)}")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(f"weight must be (V, H) with H = {hidden.shape[1]}, got shape {tuple(weight.shape)}")
+    if targets.shape != hidden.shape[:1]:
+        raise ValueError(f"targets must be (N,) = ({hidden.shape[0]},), got {tuple(targets.shape)}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    _check_ids(targets, weight.shape[0], ignore_index, "targets")
+
+    keep = targets != ignore_index  # (N,)
+    n_targets = keep.sum()  # () int64
+    if int(n_targets) < targets.shape[0]:
+        hidden, targets = hidden[keep], targets[keep]  # (n_targets, H), (n_targets,)
+    want_grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (hidden, weight, bias)
+    )
+    total = _ChunkedLinearCrossEntropy.apply(
+        hidden, weight, bias, targets.long(), chunk_size, recompute, want_grad
+    )  # ()
+    if reduction == "sum":
+        return total
+    return total / n_targets.clamp(min=1)
+
+
+def chunked_lm_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    chunk_size: int = 256,
+    ignore_index: int = -100,
+    bias: Tensor | None = None,
+    recompute: bool = True,
+) -> Tensor:
+    """The LM term computed from hidden states in slices: equal to `lm_loss(F.linear(hidden, weight, bias), labels)`.
+
+    No (B, T, V) logits tensor ever exists (see `linear_cross_entropy`): only the positions that have a
+    label are projected, one slice of `chunk_size` of them at a time, recomputed in backward.
+
+    Two input layouts:
+        * hidden (B, T, H) with labels (B, T) aligned with the inputs, as `lm_loss` takes them: the
+          shift happens here (the state at t predicts labels[:, t + 1]; labels[:, 0] is never a target);
+        * hidden (N, H) with labels (N,), already shifted: row i predicts labels[i]. This lets a caller
+          pass only the hidden states of the positions that have a target (for example the text
+          positions of a joint row, without the prompt's prefix and suffixes).
+
+    Mean over the non-ignored targets; an exact 0 (with zero gradients, never NaN) when there is none.
+    `chunk_size`, `bias` and `recompute` as in `linear_cross_entropy`.
+    """
+    if hidden.dim() == 3:
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(
+                f"labels must be (B, T) = {tuple(hidden.shape[:2])} to match hidden, got {tuple(labels.shape)}"
+            )
+        H = hidden.shape[-1]
+        shift_labels = labels[:, 1:]  # (B, T-1)
+        keep = shift_labels != ignore_index  # (B, T-1)
+        rows = hidden[:, :-1][keep]  # (N, H): only the positions that predict a label
+        targets = shift_labels[keep]  # (N,)
+        rows = rows.reshape(-1, H)  # (N, H), also when N == 0
+        return linear_cross_entropy(
+            rows, weight, targets, chunk_size, bias, ignore_index, recompute=recompute
+        )
+    if hidden.dim() == 2:
+        if labels.shape != hidden.shape[:1]:
+            raise ValueError(
+                f"labels must be (N,) = ({hidden.shape[0]},) to match hidden, got {tuple(labels.shape)}"
+            )
+        return linear_cross_entropy(
+            hidden, weight, labels, chunk_size, bias, ignore_index, recompute=recompute
+        )
+    raise ValueError(f"hidden must be (B, T, H) or (N, H), got shape {tuple(hidden.shape)}")
+
+
 def info_nce(q: Tensor, p: Tensor, temperature: float, group_size: int, q_offset: int = 0) -> Tensor:
     """InfoNCE over in-batch and hard negatives (fine-tuning, notes sections 1 and 6).
 
     Passages come in groups of `group_size` (positive first, then its hard negatives; the released
     code uses 16 = 1 + 15). Every passage in `p` is a candidate for every query. Query i belongs to
     group q_offset + i, so its positive sits at row (q_offset + i) * group_size of `p`; `q_offset` and
-    extra groups let `p` hold passages of other devices (see `info_nce_cross_device`).
+    extra groups let `p` hold passages that have no query here.
 
     scores = q @ p.T / temperature (released code: temperature 0.01 on L2-normalised embeddings),
     then cross-entropy averaged over the B queries. Scores are computed in float32 when the inputs are
@@ -166,65 +387,69 @@ def info_nce(q: Tensor, p: Tensor, temperature: float, group_size: int, q_offset
     return F.cross_entropy(scores, target)
 
 
-def _distributed_world_size() -> int:
-    """World size of the default process group, or 1 when torch.distributed is not in use."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
+def gather_keep_local(x: Tensor) -> Tensor:
+    """All-gather `x` along dim 0 over the default process group, the official way: a plain
+    (gradient-free) all_gather, then this rank's own slot replaced by `x` itself, which keeps its graph.
 
-
-def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
-    """All-gather `x` along dim 0 over the default process group, keeping gradients.
-
-    With world size > 1 returns (concatenation of every rank's x in rank order, this rank); x must
-    have the same shape on every rank. The backward of `torch.distributed.nn.functional.all_gather`
-    sums the gradients of all ranks, so the local x receives the gradient of every rank's loss w.r.t.
-    it; with DDP averaging parameter gradients, the update is the gradient of the mean of the
-    per-rank losses. Without an initialised process group (or world size 1) returns (x, 0).
+    Gradients therefore reach the local `x` only through the local slot: each rank backpropagates the
+    loss it computes on the gathered tensors into its own inputs, and nothing is sent back to the
+    other ranks. Every rank must pass the same shape. With a process group of world size 1 this is `x`.
 
     Args:
         x: (n, ...) local tensor.
 
     Returns:
-        (gathered, rank): gathered is (world_size * n, ...).
-    """
-    if _distributed_world_size() <= 1:
-        return x, 0
-    from torch.distributed.nn.functional import all_gather
+        (world_size * n, ...) concatenation of every rank's x in rank order.
 
-    with warnings.catch_warnings():
-        # torch >= 2.9 flags this autograd all_gather as deprecated; its suggested replacement does not
-        # exist in every torch this project allows (>= 2.4) and is not supported by gloo everywhere.
-        warnings.filterwarnings("ignore", message=r".*all_gather is deprecated", category=FutureWarning)
-        parts = all_gather(x)  # world_size x (n, ...)
-    return torch.cat(parts, dim=0), torch.distributed.get_rank()  # (world_size * n, ...)
+    Raises:
+        RuntimeError: without an initialised torch.distributed process group.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise RuntimeError(
+            "cross-device negatives need an initialised torch.distributed process group (launch with "
+            "torchrun, the deepspeed launcher or accelerate); without one, turn cross-device negatives off"
+        )
+    world_size = torch.distributed.get_world_size()
+    if world_size == 1:
+        return x
+    x = x.contiguous()
+    parts = [torch.empty_like(x) for _ in range(world_size)]  # world_size x (n, ...)
+    torch.distributed.all_gather(parts, x.detach())
+    parts[torch.distributed.get_rank()] = x  # the local slot keeps the graph
+    return torch.cat(parts, dim=0)  # (world_size * n, ...)
 
 
 def info_nce_cross_device(q: Tensor, p: Tensor, temperature: float, group_size: int) -> Tensor:
-    """InfoNCE with passages shared across devices (released code: negatives shared across GPUs,
-    notes section 6).
+    """InfoNCE with queries and passages shared across devices, as the released fine-tuning code does it
+    (``negatives_cross_device``, notes section 6).
 
-    Local queries are scored against the passages of all ranks (only p is gathered). Every rank must
-    hold the same number of passages N_local (a multiple of group_size), normally B * group_size;
-    rank r's passages start at row r * N_local of the gathered tensor, so the local queries start at
-    group q_offset = r * N_local / group_size (= r * B in the normal case). Without a process group
-    this is `info_nce(q, p, temperature, group_size)`.
+    Both q and p are gathered from every rank (`gather_keep_local`), and every rank computes the same
+    loss: `info_nce` of all W * B queries against all W * N_local passages, query i's positive at row
+    i * group_size. Each rank's gradient flows only into its own q and p.
+
+    Gradient, exactly (checked by the 2-process test): the gradient each rank gets for its own q and p
+    equals that of a single process running `info_nce` on the concatenated batch; after DDP averages
+    parameter gradients over the W ranks, the update is the single-process gradient divided by W
+    (each rank contributes only the part through its own slot, and DDP divides the sum by W).
 
     Args:
-        q: (B, H) local query embeddings.
-        p: (N_local, H) local passage embeddings in groups of group_size.
+        q: (B, H) local query embeddings; B the same on every rank.
+        p: (N_local, H) local passage embeddings in groups of group_size, N_local = B * group_size.
 
     Returns:
-        scalar loss of the local queries.
+        scalar loss over the gathered batch (the same value on every rank).
+
+    Raises:
+        RuntimeError: without an initialised process group (use `info_nce` for a single process).
     """
-    if p.dim() != 2 or p.shape[0] % group_size != 0:
+    if p.dim() != 2 or q.dim() != 2 or p.shape[0] != q.shape[0] * group_size:
         raise ValueError(
-            f"p must be (N_local, H) with N_local a multiple of group_size {group_size}, "
-            f"got shape {tuple(p.shape)}"
+            f"q must be (B, H) and p (B * group_size, H) with group_size {group_size}, "
+            f"got shapes {tuple(q.shape)} and {tuple(p.shape)}"
         )
-    p_all, rank = gather_with_grad(p)  # (world_size * N_local, H)
-    q_offset = rank * (p.shape[0] // group_size)
-    return info_nce(q, p_all, temperature, group_size, q_offset=q_offset)
+    q_all = gather_keep_local(q)  # (W * B, H)
+    p_all = gather_keep_local(p)  # (W * B * group_size, H)
+    return info_nce(q_all, p_all, temperature, group_size)
 
 
 def combine_adaptation_losses(

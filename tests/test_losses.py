@@ -1,8 +1,10 @@
 """Tests of llara.losses: hand-computed values, a slow loop reference (values and gradients), edge
-cases, and cross-device InfoNCE with a real 2-process gloo group."""
+cases, the chunked LM loss against the plain one (values, gradients, largest tensor), and cross-device
+InfoNCE with real gloo process groups (1 and 2 processes)."""
 
 from __future__ import annotations
 
+import copy
 import math
 import socket
 from datetime import timedelta
@@ -11,15 +13,19 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch import Tensor
 from torch.testing import assert_close
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from llara.losses import (
     bow_loss,
+    chunked_lm_loss,
     combine_adaptation_losses,
-    gather_with_grad,
+    gather_keep_local,
     info_nce,
     info_nce_cross_device,
+    linear_cross_entropy,
     lm_loss,
 )
 
@@ -300,6 +306,158 @@ def test_lm_loss_bad_shapes_raise():
 
 
 # ---------------------------------------------------------------------------------------------
+# chunked_lm_loss / linear_cross_entropy: equal to lm_loss on the full logits, without them
+# ---------------------------------------------------------------------------------------------
+
+
+def _lm_case(seed: int, dtype: torch.dtype, B: int = 3, T: int = 9, H: int = 6, V: int = 13, p_ignore=0.3):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(B, T, H, generator=gen, dtype=dtype).requires_grad_()
+    weight = torch.randn(V, H, generator=gen, dtype=dtype).requires_grad_()
+    bias = torch.randn(V, generator=gen, dtype=dtype).requires_grad_()
+    labels = torch.randint(0, V, (B, T), generator=gen)
+    labels[torch.rand(B, T, generator=gen) < p_ignore] = -100
+    labels[0, 1] = 3  # at least one target
+    return hidden, weight, bias, labels
+
+
+def _tol(dtype: torch.dtype) -> dict[str, float]:
+    return {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize("chunk_size", [1, 4, 1000])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_chunked_lm_loss_equals_lm_loss_values_and_grads(dtype, recompute, chunk_size, with_bias):
+    hidden, weight, bias, labels = _lm_case(seed=chunk_size, dtype=dtype)
+    b = bias if with_bias else None
+    inputs = (hidden, weight, bias) if with_bias else (hidden, weight)
+    ref = lm_loss(F.linear(hidden, weight, b), labels)
+    got = chunked_lm_loss(hidden, weight, labels, chunk_size=chunk_size, bias=b, recompute=recompute)
+    assert got.dtype == ref.dtype
+    assert_close(got, ref, **_tol(dtype))
+    assert_close(torch.autograd.grad(got, inputs), torch.autograd.grad(ref, inputs), **_tol(dtype))
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_chunked_lm_loss_on_selected_rows_equals_full_layout(recompute):
+    # The (N, H) layout: the caller passes only the states that predict a label (already shifted).
+    hidden, weight, _, labels = _lm_case(seed=11, dtype=F64)
+    full = chunked_lm_loss(hidden, weight, labels, chunk_size=5, recompute=recompute)
+    keep = labels[:, 1:] != -100  # (B, T-1)
+    rows = hidden[:, :-1][keep]  # (N, H)
+    picked = chunked_lm_loss(rows, weight, labels[:, 1:][keep], chunk_size=5, recompute=recompute)
+    assert_close(picked, full)
+    assert_close(torch.autograd.grad(picked, (hidden, weight)), torch.autograd.grad(full, (hidden, weight)))
+    # ignore_index inside the (N,) targets is skipped too
+    targets = labels[:, 1:].reshape(-1)  # (B*(T-1),)
+    flat = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # (B*(T-1), H)
+    assert_close(chunked_lm_loss(flat, weight, targets, chunk_size=5, recompute=recompute), full)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize("layout", ["3d", "2d", "2d-empty"])
+def test_chunked_lm_loss_everything_ignored_is_exact_zero_with_zero_grads(recompute, layout):
+    hidden, weight, bias, labels = _lm_case(seed=12, dtype=torch.float32)
+    if layout == "3d":
+        loss = chunked_lm_loss(hidden, weight, torch.full_like(labels, -100), bias=bias, recompute=recompute)
+    elif layout == "2d":
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        loss = chunked_lm_loss(rows, weight, torch.full(rows.shape[:1], -100), bias=bias, recompute=recompute)
+    else:
+        rows = hidden[:0, 0]  # (0, H)
+        loss = chunked_lm_loss(rows, weight, torch.zeros(0, dtype=torch.long), bias=bias, recompute=recompute)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    for x in (hidden, weight, bias):
+        assert x.grad is not None and torch.isfinite(x.grad).all() and torch.count_nonzero(x.grad) == 0
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an operator returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_chunked_lm_loss_never_builds_more_than_one_slice_of_logits(recompute):
+    B, T, H, V, chunk = 4, 16, 6, 400, 8  # V * H = 2400 < chunk * V = 3200
+    hidden, weight, _, labels = _lm_case(seed=13, dtype=torch.float32, B=B, T=T, H=H, V=V, p_ignore=0.0)
+    with _LargestTensor() as plain:
+        lm_loss(F.linear(hidden, weight), labels).backward()
+    assert plain.largest >= B * T * V  # the plain path holds the (B, T, V) logits
+    with _LargestTensor() as mode:
+        chunked_lm_loss(hidden, weight, labels, chunk_size=chunk, recompute=recompute).backward()
+    # the largest tensor is one (chunk, V) slice of logits (the (V, H) weight gradient is smaller here)
+    assert mode.largest == chunk * V
+
+
+def test_chunked_lm_loss_bfloat16_computes_logits_in_float32():
+    hidden, weight, _, labels = _lm_case(seed=14, dtype=torch.float32, V=50)
+    h16, w16 = hidden.detach().bfloat16().requires_grad_(), weight.detach().bfloat16().requires_grad_()
+    ref = lm_loss(h16 @ w16.T, labels)  # bf16 logits, upcast inside lm_loss
+    got = chunked_lm_loss(h16, w16, labels, chunk_size=4)
+    assert got.dtype == torch.float32
+    assert_close(got, ref)
+    g_ref, g = torch.autograd.grad(ref, (h16, w16)), torch.autograd.grad(got, (h16, w16))
+    assert g[0].dtype == g[1].dtype == torch.bfloat16
+    assert_close(g, g_ref, rtol=2e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_linear_cross_entropy_gradcheck_and_frozen_weight(recompute):
+    gen = torch.Generator().manual_seed(15)
+    h = torch.randn(5, 3, generator=gen, dtype=F64, requires_grad=True)
+    w = torch.randn(7, 3, generator=gen, dtype=F64, requires_grad=True)
+    b = torch.randn(7, generator=gen, dtype=F64, requires_grad=True)
+    y = torch.tensor([0, 6, -100, 2, 2])
+    assert torch.autograd.gradcheck(
+        lambda h, w, b: linear_cross_entropy(h, w, y, chunk_size=2, bias=b, recompute=recompute), (h, w, b)
+    )
+    # a frozen LM head (LoRA): only the hidden states get a gradient, equal to the plain one
+    frozen = w.detach()
+    got = linear_cross_entropy(h, frozen, y, chunk_size=2, recompute=recompute, reduction="sum")
+    ref = F.cross_entropy(h @ frozen.T, y, reduction="sum")
+    assert_close(got, ref)
+    assert_close(torch.autograd.grad(got, h), torch.autograd.grad(ref, h))
+    with torch.no_grad():  # no graph: the value alone
+        assert_close(linear_cross_entropy(h, w, y, recompute=recompute), F.cross_entropy(h @ w.T, y))
+
+
+@pytest.mark.parametrize(
+    ("shapes", "labels", "kwargs", "match"),
+    [
+        (((2, 3, 4), (5, 4)), torch.zeros(2, 2, dtype=torch.long), {}, r"labels must be \(B, T\) = \(2, 3\)"),
+        (((6, 4), (5, 4)), torch.zeros(5, dtype=torch.long), {}, r"labels must be \(N,\) = \(6,\)"),
+        (((4,), (5, 4)), torch.zeros(4, dtype=torch.long), {}, r"hidden must be \(B, T, H\) or \(N, H\)"),
+        (((6, 4), (5, 3)), torch.zeros(6, dtype=torch.long), {}, r"weight must be \(V, H\) with H = 4"),
+        (((6, 4), (5, 4)), torch.full((6,), 5), {}, r"token ids in \[0, 5\) or -100"),
+        (((6, 4), (5, 4)), torch.zeros(6), {}, "integer token ids"),
+        (((6, 4), (5, 4)), torch.zeros(6, dtype=torch.long), {"chunk_size": 0}, "chunk_size must be >= 1"),
+        (
+            ((6, 4), (5, 4)),
+            torch.zeros(6, dtype=torch.long),
+            {"bias": torch.zeros(4)},
+            r"bias must be \(V,\)",
+        ),
+    ],
+)
+def test_chunked_lm_loss_bad_inputs_raise(shapes, labels, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        chunked_lm_loss(torch.zeros(shapes[0]), torch.zeros(shapes[1]), labels, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
 # info_nce
 # ---------------------------------------------------------------------------------------------
 
@@ -380,19 +538,14 @@ def test_info_nce_bad_inputs_raise(q_shape, p_shape, kwargs, match):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_gather_with_grad_without_process_group_is_local():
+def test_cross_device_without_process_group_is_an_error():
     assert not (dist.is_available() and dist.is_initialized())
-    x = torch.randn(3, 2)
-    gathered, rank = gather_with_grad(x)
-    assert gathered is x and rank == 0
-
-
-def test_info_nce_cross_device_without_process_group_equals_info_nce():
-    gen = torch.Generator().manual_seed(8)
-    q = torch.randn(3, 4, generator=gen, dtype=F64)
-    p = torch.randn(6, 4, generator=gen, dtype=F64)
-    assert_close(info_nce_cross_device(q, p, 0.1, 2), info_nce(q, p, 0.1, 2))
-    with pytest.raises(ValueError, match="multiple of group_size 4"):
+    q, p = torch.randn(3, 4), torch.randn(6, 4)
+    with pytest.raises(RuntimeError, match="need an initialised torch.distributed process group"):
+        info_nce_cross_device(q, p, 0.1, 2)
+    with pytest.raises(RuntimeError, match="need an initialised torch.distributed process group"):
+        gather_keep_local(p)
+    with pytest.raises(ValueError, match=r"p \(B \* group_size, H\) with group_size 4"):
         info_nce_cross_device(q, p, 0.1, 4)
 
 
@@ -402,10 +555,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cross_device_worker(rank: int, world_size: int, port: int) -> None:
-    """One rank: the cross-device loss must equal info_nce on all passages, and the gradient of local
-    q and p must be that of the sum of all ranks' losses (all_gather's backward sums over ranks)."""
-    torch.set_num_threads(1)
+def _init_gloo(rank: int, world_size: int, port: int) -> None:
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
@@ -413,33 +563,69 @@ def _cross_device_worker(rank: int, world_size: int, port: int) -> None:
         world_size=world_size,
         timeout=timedelta(seconds=60),
     )
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_cross_device_world_size_one_equals_info_nce():
+    _init_gloo(0, 1, _free_port())
     try:
-        B, G, H, tau = 2, 3, 4, 0.1
-        gen = torch.Generator().manual_seed(1234)  # every rank builds the same global batch
-        q_all = torch.randn(world_size * B, H, generator=gen, dtype=F64)
-        p_all = torch.randn(world_size * B * G, H, generator=gen, dtype=F64)
-        q = q_all[rank * B : (rank + 1) * B].clone().requires_grad_()
-        p = p_all[rank * B * G : (rank + 1) * B * G].clone().requires_grad_()
+        gen = torch.Generator().manual_seed(8)
+        q = torch.randn(3, 4, generator=gen, dtype=F64, requires_grad=True)
+        p = torch.randn(6, 4, generator=gen, dtype=F64, requires_grad=True)
+        assert gather_keep_local(p) is p
+        loss, ref = info_nce_cross_device(q, p, 0.1, 2), info_nce(q, p, 0.1, 2)
+        assert_close(loss, ref)
+        assert_close(torch.autograd.grad(loss, (q, p)), torch.autograd.grad(ref, (q, p)))
+    finally:
+        dist.destroy_process_group()
 
-        gathered, got_rank = gather_with_grad(p)
-        assert got_rank == rank
-        assert_close(gathered.detach(), p_all)
 
+def _cross_device_worker(rank: int, world_size: int, port: int) -> None:
+    """One rank of a DDP run of a tiny shared encoder with cross-device negatives, compared with one
+    process running plain `info_nce` over the concatenated batch (the same encoder and weights).
+
+    Relations checked exactly (the released code's semantics, `BiEncoderModel._dist_gather_tensor`):
+      * every rank's loss = the single-process loss over the concatenated batch;
+      * the gradient of this rank's own q and p rows = the single-process gradient of those rows;
+      * the parameter gradient after DDP's averaging = the single-process gradient / world_size,
+        not the single-process gradient (each rank backpropagates only through its own slot).
+    """
+    torch.set_num_threads(1)
+    _init_gloo(rank, world_size, port)
+    try:
+        B, G, D, H, tau = 2, 3, 5, 4, 0.1
+        gen = torch.Generator().manual_seed(1234)  # every rank builds the same global batch and encoder
+        xq_all = torch.randn(world_size * B, D, generator=gen, dtype=F64)
+        xp_all = torch.randn(world_size * B * G, D, generator=gen, dtype=F64)
+        encoder = torch.nn.Linear(D, H, dtype=F64)
+        with torch.no_grad():
+            encoder.weight.copy_(torch.randn(H, D, generator=gen, dtype=F64))
+            encoder.bias.copy_(torch.randn(H, generator=gen, dtype=F64))
+        single = copy.deepcopy(encoder)
+
+        ddp = torch.nn.parallel.DistributedDataParallel(encoder)
+        xq = xq_all[rank * B : (rank + 1) * B]
+        xp = xp_all[rank * B * G : (rank + 1) * B * G]
+        emb = ddp(torch.cat([xq, xp]))  # (B + B * G, H), one forward per step as DDP expects
+        q, p = emb[:B], emb[B:]  # (B, H), (B * G, H)
+        q.retain_grad()
+        p.retain_grad()
+        assert_close(gather_keep_local(p).detach(), single(xp_all).detach())
         loss = info_nce_cross_device(q, p, tau, G)
-        assert_close(
-            loss.detach(), info_nce(q_all[rank * B : (rank + 1) * B], p_all, tau, G, q_offset=rank * B)
-        )
-        loss.backward()
+        loss.backward()  # DDP all-reduces and averages the parameter gradients here
 
-        q_ref = q_all.clone().requires_grad_()
-        p_ref = p_all.clone().requires_grad_()
-        total = sum(
-            info_nce(q_ref[r * B : (r + 1) * B], p_ref, tau, G, q_offset=r * B) for r in range(world_size)
-        )
-        gq, gp = torch.autograd.grad(total, (q_ref, p_ref))
-        assert p.grad is not None and torch.count_nonzero(p.grad) > 0
-        assert_close(p.grad, gp[rank * B * G : (rank + 1) * B * G])
-        assert_close(q.grad, gq[rank * B : (rank + 1) * B])
+        q_ref, p_ref = single(xq_all), single(xp_all)  # (W * B, H), (W * B * G, H)
+        q_ref.retain_grad()
+        p_ref.retain_grad()
+        ref = info_nce(q_ref, p_ref, tau, G)
+        ref.backward()
+        assert_close(loss.detach(), ref.detach())
+        assert_close(q.grad, q_ref.grad[rank * B : (rank + 1) * B])
+        assert_close(p.grad, p_ref.grad[rank * B * G : (rank + 1) * B * G])
+        for name, param in encoder.named_parameters():
+            ref_grad = dict(single.named_parameters())[name].grad
+            assert_close(param.grad, ref_grad / world_size)
+            assert not torch.allclose(param.grad, ref_grad), name
         dist.barrier()  # neither rank tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()
