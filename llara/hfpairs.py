@@ -14,9 +14,10 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 from llara.io import DataError, atomic_write_jsonl, write_config
 
@@ -29,6 +30,8 @@ def passage_text(p: dict[str, Any]) -> str:
 
 
 def load_source(name: str, split: str, streaming: bool) -> datasets.Dataset:
+    import datasets  # heavy (pyarrow, pandas): imported only where used
+
     path = Path(name)
     if path.is_file():
         kind = "parquet" if path.suffix == ".parquet" else "json"

@@ -7,8 +7,10 @@ Hugging Face ``datasets`` so a 10M-row pre-training file does not have to fit in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 from llara.io import DataError, iter_jsonl
 
@@ -43,6 +45,8 @@ def validate_jsonl(path: str | Path, fields: dict[str, type]) -> int:
 
 def load_rows(path: str | Path, fields: dict[str, type], max_rows: int | None = None) -> datasets.Dataset:
     """Validated rows of ``path`` as a ``datasets.Dataset`` with exactly ``fields`` as columns."""
+    import datasets  # heavy (pyarrow, pandas): imported only where used
+
     validate_jsonl(path, fields)
     ds = datasets.load_dataset("json", data_files=str(path), split="train")
     ds = ds.select_columns(list(fields))
