@@ -20,6 +20,10 @@
 * ``--tasks N`` starts N tasks (processes) per node; each gets RANK, LOCAL_RANK, WORLD_SIZE,
   MASTER_ADDR and MASTER_PORT from submitit's ``TorchDistributedEnvironment``, which is what the
   transformers Trainer (and DeepSpeed through it) read: SLURM's srun is the launcher, not us.
+* ``--record PATH`` writes the job's cost record (JSON, see :func:`cost_record`) once it has ended:
+  on SLURM the elapsed time, allocated GPUs and CPUs, GPU-hours and CPU-hours from ``sacct`` (every
+  attempt of a requeued job counted); locally the wall time and the GPUs the job was given. Where
+  ``sacct`` is missing or does not answer, those fields are null and ``note`` says why.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -58,6 +64,17 @@ class StageFailed(RuntimeError):
 
 class CommandEnded(Exception):
     """Raised by ``checkpoint`` when the time-limit warning finds the command already ended."""
+
+
+def command_usage() -> dict[str, float]:
+    """CPU seconds (user + system) and peak RSS (MB, of the largest process) of this process's ended
+    children: the stage command and what it waited for, measured by the kernel (exact, unlike a
+    sampler), wherever the job runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
 
 
 class StageCommand(Checkpointable):
@@ -124,7 +141,7 @@ class StageCommand(Checkpointable):
             how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
             short = " ".join(self.command[:4]) + (" ..." if len(self.command) > 4 else "")
             raise StageFailed(f"the stage command {how}: {short} (its error output is above)")
-        return 0
+        return command_usage()
 
     def stop(self) -> None:
         """SIGTERM the command, SIGKILL it after ``stop_grace_s``; no-op once it has ended."""
@@ -309,9 +326,132 @@ def cancel_and_wait(job: submitit.Job, cluster: str, wait_s: float) -> None:
         time.sleep(0.5)
 
 
+# ---- cost record ---------------------------------------------------------------------------------
+SACCT_FIELDS = ("JobID", "State", "ElapsedRaw", "AllocTRES", "NCPUS", "CPUTimeRAW", "Partition")
+
+
+def tres_gpus(tres: str) -> int:
+    """GPUs in a TRES string (``billing=2,cpu=2,gres/gpu=1,mem=2G,node=1``): ``gres/gpu=N``, else the
+    sum of typed entries ``gres/gpu:a100=N``; 0 when there are none."""
+    counts = dict(re.findall(r"gres/gpu(:[^=,]+)?=(\d+)", tres or ""))
+    if "" in counts:
+        return int(counts[""])
+    return sum(int(n) for n in counts.values())
+
+
+def sacct_usage(job_id: str, wait_s: float = 30.0, poll_s: float = 1.0) -> tuple[dict | None, str | None]:
+    """(usage, None) from sacct for every attempt of the job (``sacct -D``: a requeued job's attempts
+    all count), or (None, why) when sacct is missing, fails or has no record. Waits up to ``wait_s``
+    for slurmdbd to hold the whole record (it lags the job's end, showing a placeholder meanwhile)."""
+    cmd = ["sacct", "-D", "-X", "-n", "-P", "-j", str(job_id), "-o", ",".join(SACCT_FIELDS)]
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            return None, "sacct not found on PATH (no SLURM accounting client on this machine)"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"sacct did not answer: {exc}"
+        if out.returncode != 0:
+            why = (out.stderr.strip() or out.stdout.strip() or f"exit status {out.returncode}").splitlines()[
+                0
+            ]
+            return None, f"sacct failed: {why}"
+        rows = [
+            dict(zip(SACCT_FIELDS, line.split("|"), strict=False)) for line in out.stdout.splitlines() if line
+        ]
+        complete = rows and rows[-1].get("Partition") and rows[-1]["State"].split()[0] in SLURM_FINAL
+        if complete or time.time() >= deadline:
+            break
+        time.sleep(poll_s)
+    if not rows:
+        return None, f"sacct has no record of job {job_id} (accounting may be off)"
+    try:
+        elapsed = [int(r["ElapsedRaw"] or 0) for r in rows]
+        gpus = [tres_gpus(r["AllocTRES"]) for r in rows]
+        cpus = [int(r["NCPUS"] or 0) for r in rows]
+        cpu_s = [int(r["CPUTimeRAW"] or 0) for r in rows]
+    except ValueError as exc:
+        return None, f"sacct gave a record that is not understood ({exc}): {rows}"
+    usage = {
+        "elapsed_s": sum(elapsed),
+        "gpus": max(gpus),
+        "gpu_hours": sum(e * g for e, g in zip(elapsed, gpus, strict=True)) / 3600,
+        "cpus": max(cpus),
+        "cpu_hours": sum(cpu_s) / 3600,  # allocated CPUs x elapsed (CPUTimeRAW), what the site bills
+        "attempts": len(rows),
+        "states": [r["State"] for r in rows],
+    }
+    return usage, None if complete else f"sacct record still incomplete after {wait_s:.0f}s: {rows[-1]}"
+
+
+def cost_record(
+    args: argparse.Namespace, job_id: str | None, state: str, wall_s: float, tasks: list | None = None
+) -> dict:
+    """What the job cost. ``elapsed_s``/``gpus``/``gpu_hours``/``cpus``/``cpu_hours`` come from sacct
+    on SLURM (``source: sacct``; ``cpu_hours``: allocated CPUs x elapsed, what the site bills);
+    locally (``source: launcher``) from the launcher's own clock and the GPUs it gave the job, with
+    ``cpu_hours`` null. ``command_cpu_s`` / ``command_max_rss_mb``: CPU time used by the stage command
+    (summed over tasks) and its peak RSS (largest process), measured by the job itself
+    (:func:`command_usage`; on a requeued job, the last attempt's); null when the job failed.
+    ``launcher_wall_s``: submission to end as the launcher saw it (on SLURM: queueing included)."""
+    record = {
+        "name": args.name,
+        "cluster": args.cluster,
+        "job_id": job_id,
+        "state": state,
+        "requested": {
+            "tasks": args.tasks,
+            "gpus": args.gpus,
+            "cpus_per_task": args.cpus,
+            "mem_gb": args.mem_gb,
+            "time_min": args.time_min,
+        },
+        "launcher_wall_s": round(wall_s, 3),
+    }
+    usages = [t for t in tasks or [] if isinstance(t, dict)]
+    record["command_cpu_s"] = round(sum(u["cpu_s"] for u in usages), 3) if usages else None
+    record["command_max_rss_mb"] = max(u["max_rss_mb"] for u in usages) if usages else None
+    empty = dict.fromkeys(("elapsed_s", "gpus", "gpu_hours", "cpus", "cpu_hours"))
+    if args.cluster == "slurm":
+        usage, note = sacct_usage(job_id, args.record_wait_s) if job_id else (None, "no job was submitted")
+        return record | empty | (usage or {}) | {"source": "sacct" if usage else None, "note": note}
+    elapsed = round(wall_s, 3)
+    return record | {
+        "elapsed_s": elapsed,
+        "gpus": args.gpus,
+        "gpu_hours": args.gpus * elapsed / 3600,
+        "cpus": args.cpus * args.tasks if args.cpus else None,
+        "cpu_hours": None,
+        "source": "launcher",
+        "note": "local job: elapsed time from the launcher's clock, GPUs as the launcher gave them",
+    }
+
+
+def write_record(
+    args: argparse.Namespace, job_id: str | None, state: str, start: float, tasks: list | None = None
+) -> None:
+    if args.record is None:
+        return
+    from llara.io import atomic_write_json
+
+    record = cost_record(args, job_id, state, time.time() - start, tasks)
+    atomic_write_json(args.record, record)
+    note = f" ({record['note']})" if record.get("note") and record["source"] != "launcher" else ""
+    print(
+        f"[llara.launch] cost record {args.record}: {record['elapsed_s']} s, {record['gpus']} GPUs{note}",
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    start = time.time()
     if args.cluster == "debug":  # in process, no pdb: what a test or a debugger wants
-        return subprocess.run(args.command, check=False).returncode
+        rc = subprocess.run(args.command, check=False).returncode
+        write_record(
+            args, None, "COMPLETED" if rc == 0 else "FAILED", start, [command_usage()] if rc == 0 else None
+        )
+        return rc
 
     submitted: list[submitit.Job] = []
 
@@ -339,14 +479,21 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(args.poll_s)
     if not results_written(job, args.tasks, args.results_wait_s):
         reason = "the job ended without a result (cancelled, killed or lost)"
-        report_failure(job, args, final_state(waiter, args.cluster), reason)
+        state = final_state(waiter, args.cluster)
+        report_failure(job, args, state, reason)
+        write_record(args, str(job.job_id), state, start)
         return 1
     try:
-        job.results()  # one result per task; raises for a failed or vanished job
+        usage = (
+            job.results()
+        )  # one result per task (its command's usage); raises for a failed or vanished job
     except (FailedJobError, UncompletedJobError) as err:
-        report_failure(job, args, final_state(waiter, args.cluster), error_summary(err))
+        state = final_state(waiter, args.cluster)
+        report_failure(job, args, state, error_summary(err))
+        write_record(args, str(job.job_id), state, start)
         return 1
     print(f"[llara.launch] job {job.job_id} ({args.name}) done", flush=True)
+    write_record(args, str(job.job_id), "COMPLETED", start, usage)
     return 0
 
 
@@ -409,6 +556,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=15.0,
         help="once the job has ended, wait this long for its result files to show up",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="write the job's cost record here (JSON: elapsed time, GPUs, GPU-hours; from sacct on SLURM)",
+    )
+    p.add_argument(
+        "--record-wait-s",
+        type=float,
+        default=30.0,
+        help="on SLURM, wait this long for sacct to hold the job's complete record",
     )
     args = p.parse_args(argv[:split])
     args.command = argv[split + 1 :]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,21 @@ def test_local_job_runs_command_and_logs_job_id(tmp_path, capsys):
     assert rc == 0 and out.read_text() == "ok"
     log = capsys.readouterr().out
     assert "local job" in log and "job stdout:" in log and "done" in log
+
+
+def test_debug_job_record_measures_the_command(tmp_path):
+    import json
+
+    record = tmp_path / "r.job.json"
+    burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    rc = main(["--name", "d", "--cluster", "debug", "--folder", str(tmp_path), "--gpus", "1", "--record", str(record),
+               "--", PY, "-c", burn])  # fmt: skip
+    rec = json.loads(record.read_text())
+    assert (
+        rc == 0 and rec["cluster"] == "debug" and rec["state"] == "COMPLETED" and rec["source"] == "launcher"
+    )
+    assert rec["command_cpu_s"] >= 0.5 and rec["elapsed_s"] >= 0.5
+    assert rec["gpus"] == 1 and rec["gpu_hours"] == pytest.approx(rec["elapsed_s"] / 3600)
 
 
 def test_failed_job_fails_with_error_tail(tmp_path, capsys):
@@ -161,3 +177,135 @@ def test_checkpoint_after_the_command_ended_requeues_nothing():
     cmd._proc.wait()
     with pytest.raises(CommandEnded):
         cmd.checkpoint()
+
+
+# ---- cost records ----------------------------------------------------------------------------------
+def test_tres_gpus():
+    from llara.launch import tres_gpus
+
+    assert tres_gpus("billing=2,cpu=2,gres/gpu=1,mem=2G,node=1") == 1
+    assert tres_gpus("cpu=8,gres/gpu:a100=4,gres/gpu=4,mem=64G") == 4  # the untyped total wins
+    assert tres_gpus("cpu=8,gres/gpu:a100=2,gres/gpu:v100=1") == 3
+    assert tres_gpus("billing=1,cpu=1,mem=1G,node=1") == 0 and tres_gpus("") == 0
+
+
+def fake_sacct(tmp_path, monkeypatch, script: str):
+    """A `sacct` on PATH that runs ``script`` (sh), in front of any real one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sacct").write_text("#!/bin/sh\n" + script)
+    (bin_dir / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_sacct_usage_sums_requeued_attempts(tmp_path, monkeypatch):
+    from llara.launch import sacct_usage
+
+    # a job requeued once: 600 s then 1200 s on 2 GPUs and 16 CPUs (CPUTimeRAW = 16 x elapsed)
+    rows = ["77|REQUEUED|600|billing=16,cpu=16,gres/gpu=2,mem=64G,node=1|16|9600|gpu",
+            "77|COMPLETED|1200|billing=16,cpu=16,gres/gpu=2,mem=64G,node=1|16|19200|gpu"]  # fmt: skip
+    fake_sacct(tmp_path, monkeypatch, "".join(f"echo '{r}'\n" for r in rows))
+    usage, note = sacct_usage("77", wait_s=0)
+    assert note is None
+    assert (
+        usage["elapsed_s"] == 1800 and usage["gpus"] == 2 and usage["cpus"] == 16 and usage["attempts"] == 2
+    )
+    assert usage["gpu_hours"] == pytest.approx(1.0) and usage["cpu_hours"] == pytest.approx(8.0)
+    assert usage["states"] == ["REQUEUED", "COMPLETED"]
+
+
+def test_sacct_usage_says_why_it_has_nothing(tmp_path, monkeypatch):
+    from llara.launch import sacct_usage
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sacct at all
+    assert sacct_usage("5", wait_s=0) == (
+        None,
+        "sacct not found on PATH (no SLURM accounting client on this machine)",
+    )
+    fake_sacct(
+        tmp_path, monkeypatch, "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1\n"
+    )
+    assert sacct_usage("5", wait_s=0) == (
+        None,
+        "sacct failed: sacct: error: Slurm accounting storage is disabled",
+    )
+    fake_sacct(tmp_path, monkeypatch, "exit 0\n")
+    assert sacct_usage("5", wait_s=0) == (None, "sacct has no record of job 5 (accounting may be off)")
+    # slurmdbd still shows the placeholder (no partition yet): waited for, then recorded with a note
+    fake_sacct(tmp_path, monkeypatch, "echo '5|RUNNING|3|cpu=1,mem=1G,node=1|1|3|'\n")
+    usage, note = sacct_usage("5", wait_s=0.3, poll_s=0.1)
+    assert (
+        usage["elapsed_s"] == 3
+        and usage["gpu_hours"] == 0
+        and note.startswith("sacct record still incomplete")
+    )
+
+
+def test_slurm_record_without_sacct_is_null_with_the_reason(tmp_path, monkeypatch):
+    from llara.launch import cost_record
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    args = parse(["--name", "x", "--folder", "f", "--cluster", "slurm", "--gpus", "2", "--", "true"])
+    rec = cost_record(args, "42", "COMPLETED", 12.5)
+    assert rec["job_id"] == "42" and rec["launcher_wall_s"] == 12.5 and rec["requested"]["gpus"] == 2
+    assert rec["source"] is None and rec["gpu_hours"] is None and rec["elapsed_s"] is None
+    assert rec["note"].startswith("sacct not found on PATH")
+
+
+def test_local_job_record_and_snakemake_benchmark_feed_the_cost_table(tmp_path):
+    """A real Snakemake run of two rules laid out as the grid's adapt/fine-tune, each a local
+    launcher job that burns CPU and holds 150 MB, with a `benchmark:`; llara.tables reads the files."""
+    import json
+
+    import pandas as pd
+
+    from llara.tables import cost_markdown, cost_table, load_benchmark, load_runs
+
+    burn = tmp_path / "burn.py"  # 1.5 s of CPU while holding 150 MB
+    burn.write_text(
+        "import time\nx = bytearray(150 * 2**20)\nt = time.process_time()\nwhile time.process_time() - t < 1.5:\n    pass\n"
+    )
+    rules = []
+    for stage in ("adapt", "finetune"):
+        stem = f"results/benchmarks/{stage}/llara/released/{{variant}}/seed0"
+        rules.append(
+            f"rule {stage}:\n"
+            f"    output: job='{stem}.job.json'\n"
+            f"    benchmark: '{stem}.tsv'\n"
+            f"    shell: '{PY} -m llara.launch --name {stage} --folder jobs/{stage} --poll-s 0.2 --gpus 0 "
+            f"--record {{output.job}} -- {PY} {burn}'\n"
+        )
+    snakefile = "\n".join(rules)
+    targets = [f"results/benchmarks/{s}/llara/released/{v}/seed0.tsv" for s in ("adapt", "finetune") for v in ("none", "joint")]  # fmt: skip
+    (tmp_path / "Snakefile").write_text(snakefile)
+    done = subprocess.run(
+        [PY, "-m", "snakemake", "-s", "Snakefile", "--cores", "1", *targets],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    b = load_benchmark(tmp_path / targets[1])
+    assert (b["stage"], b["variant"], b["prompt_style"], b["seed"]) == ("adapt", "joint", "released", 0)
+    bench = pd.read_csv(tmp_path / targets[1], sep="\t")  # Snakemake's own numbers: the whole process tree
+    assert bench["s"].item() > 1.5 and bench["max_rss"].item() > 150  # the job's child process is seen
+    assert 0.9 < bench["cpu_time"].item()  # sampled every 0.5 s: at most the last half second is missed
+    job = json.loads((tmp_path / targets[1].replace(".tsv", ".job.json")).read_text())
+    assert job["source"] == "launcher" and job["cluster"] == "local" and job["elapsed_s"] > 1.5
+    assert job["command_cpu_s"] >= 1.5 and job["command_max_rss_mb"] > 150  # measured by the job: exact
+    assert b["wall_hours"] == pytest.approx(bench["s"].item() / 3600)
+    assert b["cpu_hours"] == pytest.approx(job["command_cpu_s"] / 3600)  # the exact one is preferred
+    assert b["max_rss_mb"] == job["command_max_rss_mb"]
+    assert b["gpus"] == 0 and b["gpu_hours"] == 0 and b["cost_source"] == "benchmark+launcher"
+
+    metrics = []
+    for variant, value in (("none", 0.2), ("joint", 0.3)):
+        prov = {"variant": variant, "dataset": "d", "split": "test", "prompt_style": "released", "seed": 0}
+        path = tmp_path / f"{variant}.json"
+        path.write_text(json.dumps({"metrics": {"ndcg@10": value}, "per_query": {}, "provenance": prov}))
+        metrics.append(path)
+    cost = cost_table(load_runs(metrics), [tmp_path / t for t in targets])
+    md = cost_markdown(cost)
+    assert "adaptation CPU-h / wall-h (no GPU: CPU-hours)" in md
+    joint = cost.set_index("variant").loc["joint"]
+    assert md.count("| joint [released] | - | ") == 1 and joint["adapt_cpu_hours"] > 0
+    gain = 0.1 / joint["adapt_cpu_hours"]
+    assert f"| +0.1000 | {gain:+.3g} |" in md

@@ -64,14 +64,18 @@ def test_every_shipped_config_plans(tmp_path, name):
     counts = job_counts(r.stdout)
     cfg = yaml.safe_load((REPO / "config" / name).read_text())
     n_systems = len(cfg["grid"]["variants"]) * len(cfg["grid"]["prompt_styles"]) * len(cfg["grid"]["seeds"])
+    baselines = cfg["evaluate"].get("baselines", {})
+    n_baselines = int(baselines.get("bm25", True)) + len(baselines.get("hf", {}))
     assert counts["adapt"] == counts["finetune"] == n_systems
-    assert counts["score"] >= n_systems * len(cfg["evaluate"]["datasets"])
+    assert counts["score"] == n_systems * len(cfg["evaluate"]["datasets"])
+    assert counts.get("score_baseline", 0) == n_baselines * len(cfg["evaluate"]["datasets"])
     assert counts["tables"] == 1
 
 
 def test_default_grid_job_counts(tmp_path):
     counts = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
-    # 4 variants + bm25 + minilm on 1 dataset; 4 LLaRA + 1 plain encoder are encoded
+    # 4 variants + bm25 + minilm on 1 dataset; 4 LLaRA + 1 plain encoder are encoded; baselines have
+    # their own rules (paths results/<stage>/baseline/<name>/...), LLaRA systems llara/<style>/...
     assert counts == {
         "synthetic": 1,
         "pretrain_pairs": 1,
@@ -79,15 +83,29 @@ def test_default_grid_job_counts(tmp_path):
         "mine_negatives": 1,
         "adapt": 4,
         "finetune": 4,
-        "encode_corpus": 5,
-        "encode_queries": 5,
-        "search": 5,
+        "encode_corpus": 4,
+        "encode_corpus_baseline": 1,
+        "encode_queries": 4,
+        "encode_queries_baseline": 1,
+        "search": 4,
+        "search_baseline": 1,
         "bm25": 1,
-        "score": 6,
+        "score": 4,
+        "score_baseline": 2,
         "tables": 1,
         "all": 1,
         "total": 36,
     }
+
+
+def test_no_ruleorder_and_every_heavy_rule_is_benchmarked():
+    rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    assert "ruleorder:" not in rules + (REPO / "Snakefile").read_text()
+    for rule in ("base_model", "adapt", "finetune", "encode_corpus", "encode_queries", "bm25", "search"):
+        body = rules.split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0].split("\nuse rule ", 1)[0]
+        assert "    benchmark:" in body, rule
+        if rule not in ("bm25", "search"):  # the heavy stages run through the launcher: a cost record
+            assert "--record {output.job}" in body, rule
 
 
 @pytest.mark.parametrize(
@@ -98,6 +116,26 @@ def test_default_grid_job_counts(tmp_path):
         (("evaluate", "datasets", "synthetic"), {"sorce": "x"}, "sorce"),
         (("launcher", "resources", "adapt"), {"gpu": 1}, "gpu"),
         (("grid",), {"variants": ["none", "both"]}, "both"),
+        (("grid", "prompts"), {"joint": {"query": "ebar", "pasage": "ebae"}}, "pasage"),
+        (("grid", "prompts", "none"), {"query": "summary"}, "summary"),
+        (
+            ("grid", "prompts", "ebae"),
+            {"query": "ebar"},
+            "grid.prompts.ebae.query is 'ebar', but the ebae variant's adaptation never trains the EBAR "
+            "slot tokens (only ebae)",
+        ),
+        (
+            ("grid", "prompts", "ebar"),
+            {"passage": "ebae"},
+            "grid.prompts.ebar.passage is 'ebae', but the ebar variant's adaptation never trains the EBAE",
+        ),
+        (
+            ("finetune",),
+            {"query_prompt": "ebar"},
+            "finetune.query_prompt is gone: the prompts are set per variant in grid.prompts.<variant>.query",
+        ),  # fmt: skip
+        (("finetune",), {"passage_prompt": "ebae"}, "grid.prompts.<variant>.passage"),
+        (("evaluate", "baselines", "hf"), {"bm25": {"model": "x"}}, "the name bm25 is the BM25 baseline's"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, path, bad, message):
@@ -109,6 +147,30 @@ def test_config_errors_name_the_key(tmp_path, path, bad, message):
     r = snakemake(tmp_path, cfg, "-n")
     assert r.returncode != 0
     assert message in r.stderr + r.stdout
+
+
+def test_untrained_prompts_are_allowed_for_none_and_reach_every_stage(tmp_path):
+    """`none` trains no slots, so any prompt kind may be set there; the assignment goes to
+    fine-tuning, encoding and scoring (provenance)."""
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["grid"]["prompts"]["none"] = {"query": "ebae", "passage": "ebar"}
+    r = snakemake(tmp_path, cfg, "-n", "-p")
+    shown = r.stdout + r.stderr
+    assert r.returncode == 0, shown[-3000:]
+    commands = [line for line in shown.splitlines() if line.startswith("Shell command:")]
+
+    def command(stage: str, variant: str) -> str:
+        (found,) = [c for c in commands if f"llara.{stage} " in c and f"/{variant}/seed0" in c]
+        return found
+
+    assert "--query_prompt ebae --passage_prompt ebar" in command("finetune", "none")
+    assert "--query_prompt ebae --passage_prompt ebae" in command("finetune", "ebae")
+    assert "--query_prompt ebar --passage_prompt ebar" in command("finetune", "ebar")
+    assert "--query-prompt ebar --passage-prompt ebae" in command("score", "joint")
+    assert "--query-prompt ebae --passage-prompt ebar" in command("score", "none")
+    encodes = [c for c in commands if "llara.encode " in c and "/none/seed0/" in c]
+    assert len(encodes) == 2 and all("--query-prompt ebae --passage-prompt ebar" in c for c in encodes)
+    assert not any("--query-prompt" in c for c in commands if "baseline/" in c)  # baselines have none
 
 
 def test_finetune_dataset_must_be_evaluated(tmp_path):
@@ -174,7 +236,18 @@ def test_micro_grid_runs_end_to_end_and_reruns_what_changed(micro_grid):
     repo, work = micro_grid
     long = pd.read_parquet(work / "results" / "tables" / "long.parquet")
     assert set(long["variant"]) == {"none", "ebae", "ebar", "joint", "bm25"}
+    prompts = long.drop_duplicates("variant").set_index("variant")[["query_prompt", "passage_prompt"]]
+    assert prompts.loc["ebae"].tolist() == ["ebae", "ebae"] and prompts.loc["bm25"].tolist() == ["-", "-"]
     assert (work / "results" / "tables" / "ndcg10.md").read_text().count("|") > 10
+    # cost: CPU-hours on this CPU-only machine, said in the header; every LLaRA system has its hours
+    cost_md = (work / "results" / "tables" / "cost.md").read_text()
+    assert "adaptation CPU-h / wall-h (no GPU: CPU-hours)" in cost_md and "GPU-h" not in cost_md
+    cost = pd.read_csv(work / "results" / "tables" / "cost.csv").set_index("variant")
+    llara = cost.loc[["none", "ebae", "ebar", "joint"]]
+    assert (llara["adapt_wall_hours"] > 0).all() and (llara["finetune_wall_hours"] > 0).all()
+    assert (llara["encode_passages_per_s"] > 0).all() and (llara["adapt_gpus"] == 0).all()
+    job = work / "results" / "benchmarks" / "adapt" / "llara" / "released" / "joint" / "seed0.job.json"
+    assert '"source": "launcher"' in job.read_text()
     run = lambda cfg, *a: job_counts(snakemake(work, cfg, "-n", *a, snakefile=repo / "Snakefile").stdout)  # noqa: E731
 
     assert run(micro_config()) == {}  # nothing to do

