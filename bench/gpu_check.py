@@ -101,12 +101,7 @@ def adaptation(args, tok, device: str, attn: str) -> dict:
     llara = LlaraModel(model, tok, PromptLayout())
     batch = joint_batch(llara, args.batch, args.length, args.vocab, 200, torch.Generator().manual_seed(0))
     batch = {k: v.to(device) for k, v in batch.items()}
-    if attn == "flex_attention":
-        from llara import flex  # written beside the dense path; equality tested on the CPU
-
-        batch["attention_mask"] = flex.joint_attention_for_flex(
-            batch["attention_mask"], llara.suffix_len("ebae"), llara.suffix_len("ebar")
-        )
+    # under flex_attention LlaraModel builds a BlockMask from the same rule (llara.flex), else the dense mask
 
     def step():
         model.zero_grad(set_to_none=True)

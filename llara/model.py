@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from llara.choices import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, VARIANTS, check_choice
-from llara.losses import bow_loss, combine_adaptation_losses, info_nce, info_nce_cross_device
-from llara.masks import joint_attention_mask, joint_layout, position_ids_from_mask
+from llara.flex import joint_mask_for
+from llara.losses import bow_loss, chunked_lm_loss, combine_adaptation_losses, info_nce, info_nce_cross_device
+from llara.masks import joint_layout, position_ids_from_mask
 from llara.pooling import pool
 from llara.prompts import SLOT_TOKENS, TEMPLATES, Prompter, left_pad, prepare_tokenizer
 from llara.targets import bow_targets, pad_targets
@@ -223,15 +224,6 @@ def load_module(
     return auto.from_pretrained(str(path), **kwargs)
 
 
-def lm_loss_rows(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int | None = None) -> Tensor:
-    """Next-token loss from the hidden states of labelled positions: (N, H), (V, H), (N,) -> ().
-    Placeholder for the chunked loss of llara.losses (being written); plain full logits for now."""
-    logits = hidden.to(weight.dtype) @ weight.T  # (N, V)
-    if targets.numel() == 0:
-        return logits.sum() * 0.0
-    return torch.nn.functional.cross_entropy(logits.float(), targets)
-
-
 def last_hidden(net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """Final hidden states (after the final norm) of a left-padded batch, with or without LM head. (B, T, H)"""
     position_ids = batch.get("position_ids")
@@ -392,9 +384,10 @@ class LlaraModel(nn.Module):
         kinds = tuple(k for k in KINDS if f"{k}_targets" in batch)
         joint = len(kinds) == 2
         mask = batch["attention_mask"]
-        if joint and mask.dim() == 2:
+        if joint and mask.dim() == 2:  # dense 4-D mask in the compute dtype, or a flex-attention BlockMask
+            attn = getattr(self.model.config, "_attn_implementation", "sdpa")
             dtype = compute_dtype(self.model, ids.device.type)
-            mask = joint_attention_mask(mask, self.suffix_len("ebae"), self.suffix_len("ebar"), dtype)
+            mask = joint_mask_for(attn, mask, self.suffix_len("ebae"), self.suffix_len("ebar"), dtype)
         slots = [self.slot_columns(width, k, joint) for k in kinds]
         head_weight = self.model.get_output_embeddings().weight
         chunked = lm_weight > 0 and lm_chunk_size is not None and head_weight.numel() > 0
@@ -419,7 +412,9 @@ class LlaraModel(nn.Module):
             if chunked:
                 rows = labels != -100  # (B, T' - 1)
                 hidden = out.hidden_states[-1][:, : text_end - 1][rows]  # (N, H) labelled positions only
-                lm = lm_loss_rows(hidden, head_weight, labels[rows], chunk_size=lm_chunk_size)
+                hidden = hidden.to(head_weight.dtype)  # as the LM head would see it (autocast may differ)
+                bias = getattr(self.model.get_output_embeddings(), "bias", None)
+                lm = chunked_lm_loss(hidden, head_weight, labels[rows], chunk_size=lm_chunk_size, bias=bias)
             else:
                 logits = out.logits[:, : text_end - 1].flatten(0, 1)  # (B * (T' - 1), V)
                 lm = torch.nn.functional.cross_entropy(logits.float(), labels.flatten(), ignore_index=-100)
