@@ -1,0 +1,240 @@
+"""A checkpoint as a SentenceTransformer (llara.st) and through MTEB: the same numbers as our own path.
+
+One tiny grid-like checkpoint (a random Llama with the slot tokens, a tokenizer trained on the texts,
+LoRA fine-tuned for 2 steps by ``llara.finetune`` on SciFact train rows: an adapter folder whose base
+is recorded relative to it) is scored on a fixed SciFact subsample three ways: ``llara.encode`` +
+``llara.search`` + ``llara.score`` CLIs; the SentenceTransformer that ``python -m llara.st`` writes,
+with our search and score; ``mteb.evaluate`` on that SentenceTransformer with the subsample as a local
+MTEB retrieval task.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path, tiny_model, write_jsonl
+
+from llara import st
+from llara.beir import load_beir, subsample
+from llara.model import LlaraModel
+from llara.prompts import SLOT_TOKENS
+from llara.score import score
+from llara.search import ranked, read_trec_run, search_exact, to_run
+
+NUM_QUERIES, NUM_OTHER_DOCS = 40, 100
+QUERY_MAX, PASSAGE_MAX = 32, 48  # short: passages are truncated before the suffix, and encoding is quick
+
+
+@pytest.fixture(scope="module")
+def scifact():
+    return shared_path("data", "beir", "scifact")
+
+
+@pytest.fixture(scope="module")
+def sub_dir(scifact, tmp_path_factory):
+    """A fixed SciFact test subsample in BEIR and MTEB layout at once."""
+    ds = subsample(load_beir(scifact, "test"), NUM_QUERIES, NUM_OTHER_DOCS, seed=0)
+    return st.write_mteb_folder(ds, tmp_path_factory.mktemp("scifact-sub"))
+
+
+@pytest.fixture(scope="module")
+def tuned(scifact, sub_dir, tmp_path_factory):
+    """(base folder, LoRA adapter folder): a random slotted Llama fine-tuned 2 steps on SciFact train."""
+    from transformers import LlamaTokenizer
+
+    from llara.finetune import main as finetune
+
+    ds = load_beir(sub_dir, "test")
+    train = load_beir(scifact, "train")
+    texts = ds.corpus_items()[1] + ds.query_items()[1]
+    tok = LlamaTokenizer().train_new_from_iterator(texts, vocab_size=2000)
+    tok.add_bos_token = True
+    tok.add_special_tokens({"additional_special_tokens": list(SLOT_TOKENS)})
+    base = tmp_path_factory.mktemp("base")
+    tiny_model("llama", vocab_size=len(tok), seed=0).save_pretrained(base)
+    tok.save_pretrained(base)
+
+    rng = random.Random(0)
+    doc_ids = sorted(train.corpus)
+    rows = []
+    for qid in sorted(train.qrels)[:8]:
+        pos = next(iter(train.qrels[qid]))
+        negs = [d for d in rng.sample(doc_ids, 4) if d not in train.qrels[qid]][:3]
+        rows.append(
+            {"query": train.queries[qid], "pos": [_text(train, pos)], "neg": [_text(train, d) for d in negs]}
+        )
+    root = tmp_path_factory.mktemp("ft")
+    out = root / "model"
+    finetune(
+        ["--model_name_or_path", str(base), "--train_file", str(write_jsonl(root / "train.jsonl", rows))]
+        + ["--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4"]
+        + [
+            "--group_size",
+            "4",
+            "--query_max_length",
+            str(QUERY_MAX),
+            "--passage_max_length",
+            str(PASSAGE_MAX),
+        ]
+        + ["--learning_rate", "1e-3", "--lora_r", "4", "--lora_alpha", "8", "--use_cpu", "--seed", "0"]
+        + ["--report_to", "none", "--save_strategy", "no", "--logging_steps", "1"]
+    )
+    assert (out / "adapter_config.json").exists()
+    return base, out
+
+
+def _text(ds, doc_id):
+    return (ds.corpus[doc_id]["title"] + " " + ds.corpus[doc_id]["text"]).strip()
+
+
+@pytest.fixture(scope="module")
+def st_dir(tuned, tmp_path_factory):
+    out = tmp_path_factory.mktemp("st") / "model-st"
+    assert st.main(["--model", str(tuned[1]), "--output", str(out)]) == 0
+    return out
+
+
+def run_ours(sub_dir, ckpt, tmp_path) -> tuple[dict, dict]:
+    """encode (corpus, queries) -> search -> score, all through the CLIs: (run, metrics)."""
+    from llara.encode import main as encode
+    from llara.score import main as score_cli
+    from llara.search import main as search
+
+    enc = tmp_path / "enc"
+    for what in ("corpus", "queries"):
+        args = ["--encoder", "llara", "--model", str(ckpt), "--beir-dir", str(sub_dir), "--what", what]
+        assert encode([*args, "--output", str(enc), "--device", "cpu", "--no-progress"]) == 0
+    run = tmp_path / "run.trec"
+    args = ["--query-dir", str(enc), "--corpus-dir", str(enc), "--tag", "ours", "--k", "100"]
+    assert search([*args, "--output", str(run), "--cpu"]) == 0
+    metrics = tmp_path / "metrics.json"
+    qrels = sub_dir / "qrels" / "test.tsv"
+    assert score_cli(["--qrels", str(qrels), "--run", str(run), "--output", str(metrics)]) == 0
+    return read_trec_run(run), json.loads(metrics.read_text())
+
+
+def assert_same_top10(run: dict, reference: dict, what: str) -> None:
+    """Query by query, the same 10 documents in the same order, scores within 1e-5."""
+    assert run.keys() == reference.keys(), what
+    for qid, docs in reference.items():
+        want, got = ranked(docs)[:10], ranked(run[qid])[:10]
+        assert [d for d, _ in got] == [d for d, _ in want], f"{what}: query {qid}"
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5, err_msg=what)
+
+
+def test_three_ways_give_one_ndcg(sub_dir, tuned, st_dir, tmp_path, monkeypatch):
+    import datasets
+    import mteb
+
+    run, ours = run_ours(sub_dir, tuned[1], tmp_path)
+
+    model = st.load(st_dir, device="cpu")
+    ds = load_beir(sub_dir, "test")
+    (qids, qtexts), (dids, dtexts) = ds.query_items(), ds.corpus_items()
+    q = model.encode_query(qtexts, batch_size=16)
+    p = model.encode_document(dtexts, batch_size=16)
+    st_run = to_run(qids, dids, *search_exact(q, p, 100, use_gpu=False))
+    via_st = score(ds.qrels, st_run)
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    task = st.local_retrieval_task(sub_dir, "LlaraSciFactSubsample")
+    wrapper = st.mteb_model(st_dir, device="cpu")
+    assert wrapper.mteb_model_meta.name == "llara/model-st"
+    result = mteb.evaluate(wrapper, task, cache=None, prediction_folder=tmp_path, show_progress_bar=False)
+    via_mteb = result.task_results[0].scores["test"][0]["ndcg_at_10"]
+    mteb_run = json.loads((tmp_path / "LlaraSciFactSubsample_predictions.json").read_text())["default"][
+        "test"
+    ]
+
+    values = {"ours": ours["metrics"]["ndcg@10"], "st": via_st["metrics"]["ndcg@10"], "mteb": via_mteb}
+    print(f"NDCG@10 on {len(qids)} queries x {len(dids)} documents: {values}")
+    assert ours["num_queries"] == via_st["num_queries"] == NUM_QUERIES
+    assert sum(v["ndcg@10"] > 0 for v in ours["per_query"].values()) >= 2, "degenerate: nothing retrieved"
+    assert values["st"] == pytest.approx(values["ours"], abs=1e-4)
+    assert values["mteb"] == pytest.approx(values["ours"], abs=1e-4)
+    # not only the means: the rankings themselves (so the scorers agree query by query too)
+    assert_same_top10(st_run, run, "sentence-transformers")
+    assert_same_top10(mteb_run, run, "mteb")
+
+
+def test_st_embeds_as_llara_encode(tuned, st_dir, tmp_path):
+    """Both roles, long texts cut before the suffix, an instruction prompt, a plain encode()."""
+    model = st.load(st_dir, device="cpu")
+    llara = LlaraModel.from_pretrained(tuned[1])
+    assert llara.layout.query_max_length == QUERY_MAX and st.PromptLayout.read(st_dir) == llara.layout
+    texts = ["where is the river city", "gene expression " * 80, "a", "Vitamin D deficiency raises risk."]
+    q = model.encode_query(texts, convert_to_tensor=True)
+    p = model.encode_document(texts, convert_to_tensor=True)
+    torch.testing.assert_close(q, llara.encode(texts, "query"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(p, llara.encode(texts, "passage"), atol=1e-5, rtol=0)
+    assert not torch.allclose(q, p, atol=1e-3)  # the two prompts differ
+    torch.testing.assert_close(model.encode(texts, convert_to_tensor=True), p, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        model.encode(texts, task="query", convert_to_tensor=True), q, atol=1e-6, rtol=0
+    )
+    hinted = model.encode_query(texts, prompt="claim: ", convert_to_tensor=True)
+    torch.testing.assert_close(
+        hinted, llara.encode(["claim: " + t for t in texts], "query"), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(q.norm(dim=-1), torch.ones(len(texts)))
+    with pytest.raises(ValueError, match="unknown task 'classification'"):
+        model.encode(texts, task="classification")
+
+    # the exported folder is a merged LLaRA checkpoint too: our loader reads it, and it exports again
+    merged = LlaraModel.from_pretrained(st_dir)
+    torch.testing.assert_close(merged.encode(texts, "passage"), p, atol=1e-5, rtol=0)
+    # a --reference folder beside the adapter: no weights, the adapter loaded (and merged) by its relative path
+    thin = tuned[1].parent / "model-st-ref"
+    assert st.main(["--model", str(tuned[1]), "--output", str(thin), "--reference"]) == 0
+    assert not list(thin.glob("*.safetensors"))
+    assert json.loads((thin / st.ST_CONFIG_FILE).read_text())["checkpoint"] == "../model"
+    thin_model = st.load(thin, device="cpu")
+    torch.testing.assert_close(thin_model.encode_query(texts, convert_to_tensor=True), q, atol=1e-5, rtol=0)
+    thin_model.save(str(tmp_path / "elsewhere" / "st"))  # saved elsewhere, it still finds the adapter
+    moved = st.load(tmp_path / "elsewhere" / "st", device="cpu")
+    torch.testing.assert_close(moved.encode_document(texts, convert_to_tensor=True), p, atol=1e-5, rtol=0)
+
+
+def test_baai_layout_folder(slotted_model_dir, tmp_path):
+    """Slot tokens in the tokenizer, no llara_prompt.json: the released defaults (EBAR queries, EBAE
+    passages, 64 / 160 tokens), and the export records them."""
+    out = tmp_path / "LLARA-tiny-st"
+    assert st.main(["--model", str(slotted_model_dir), "--output", str(out)]) == 0
+    layout = st.PromptLayout.read(out)
+    assert (layout.style, layout.query_prompt, layout.passage_prompt) == ("released", "ebar", "ebae")
+    assert (layout.query_max_length, layout.passage_max_length, layout.trained_prompts) == (64, 160, None)
+    model = st.load(out, device="cpu")
+    ref = LlaraModel.from_pretrained(slotted_model_dir)
+    texts = ["where is the river city", "music school " * 100]
+    torch.testing.assert_close(
+        model.encode_query(texts, convert_to_tensor=True), ref.encode(texts, "query"), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        model.encode_document(texts, convert_to_tensor=True), ref.encode(texts, "passage"), atol=1e-5, rtol=0
+    )
+    assert model.get_embedding_dimension() == ref.model.config.hidden_size
+    assert model.similarity_fn_name == "dot"
+
+
+def test_cli_writes_atomically_and_refuses_to_clobber(slotted_model_dir, tmp_path, capsys):
+    out = tmp_path / "st"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["--model", str(slotted_model_dir), "--output", str(out)]
+    assert st.main(args) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert st.main(["--model", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 1
+    assert "no such checkpoint folder" in capsys.readouterr().err
+    assert st.main([*args, "--overwrite", "--query-prompt", "ebae"]) == 0
+    assert not (out / "keep.txt").exists() and st.PromptLayout.read(out).query_prompt == "ebae"
+    before = st.fingerprint(out)
+    assert st.main([*args, "--overwrite", "--query-prompt", "ebae"]) == 0
+    assert st.fingerprint(out) != before  # MTEB's cache key changes with the files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]  # no temporary folders left beside it
+    model = st.load(out, device="cpu")  # EBAE for both roles: a short text embeds the same either way
+    p = model.encode_document(["music"], convert_to_numpy=True)
+    np.testing.assert_allclose(model.encode_query(["music"], convert_to_numpy=True), p, atol=1e-6)
