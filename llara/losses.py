@@ -147,10 +147,11 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Sum over rows of cross_entropy(h @ W.T + b, y), never holding more than one slice of logits.
 
-    Per slice of `chunk_size` rows: logits (n, V) -> logsumexp - logit of the target. The gradient of
-    a slice's loss w.r.t. its logits is (softmax - onehot); it gives the slice's rows of grad_h
+    Per slice of `chunk_size` rows: logits (n, V) -> -log_softmax at the target. The gradient of a
+    slice's loss w.r.t. its logits is g = softmax - onehot; it gives the slice's rows of grad_h
     (= g @ W) and its share of grad_W (+= g.T @ h) and grad_b (+= g.sum(0)), accumulated over the
-    slices in float32 (float64 for float64 inputs).
+    slices in float32 (float64 for float64 inputs). The incoming gradient (a scalar) multiplies the
+    small (n, H) side, not the (n, V) slice.
 
     recompute=True: forward keeps only its inputs and backward recomputes each slice's logits.
     recompute=False: forward also computes the gradients (one matmul and one exp pass fewer in all)
@@ -174,9 +175,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def _run(hidden, weight, bias, targets, chunk_size, need, scale):
-        """Loss sum over the slices and, for `need` = (grad_h?, grad_W?, grad_b?) not None, those
-        gradients of the sum times `scale` (None = times 1); the others are None."""
+    def _run(hidden, weight, bias, targets, chunk_size, need, scale, loss_too=True):
+        """Loss sum over the slices (when `loss_too`) and, for `need` = (grad_h?, grad_W?, grad_b?) not
+        None, those gradients of the sum times `scale` (a 0-d tensor; None = times 1); the others None."""
         acc = _acc_dtype(hidden)
         total = torch.zeros((), dtype=acc, device=hidden.device)
         need_h, need_w, need_b = need if need is not None else (False, False, False)
@@ -186,24 +187,33 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start : start + chunk_size]  # (n, H)
             y = targets[start : start + chunk_size, None]  # (n, 1)
-            logits = _slice_logits(h, weight, bias)  # (n, V), a fresh tensor (float32 for half models)
-            lse = logits.logsumexp(dim=-1, keepdim=True)  # (n, 1)
-            total += (lse - logits.gather(1, y)).sum(dtype=acc)
-            if need is None:
+            logits = _slice_logits(h, weight, bias)  # (n, V), float32 for half models
+            if need is None:  # the loss only: one fused log-softmax + pick
+                total += F.cross_entropy(logits, y[:, 0], reduction="sum").to(acc)
                 continue
-            g = logits.sub_(lse).exp_()  # (n, V) softmax, in place of the logits
-            g.scatter_add_(1, y, torch.full(y.shape, -1.0, dtype=g.dtype, device=g.device))  # - onehot
-            if scale is not None:
-                g.mul_(scale.to(g.dtype))
+            # fused kernels (log_softmax / softmax) are 2-6x faster on a CPU than logsumexp + sub + exp
+            if loss_too:
+                logp = logits.log_softmax(dim=-1)  # (n, V)
+                total -= logp.gather(1, y).sum(dtype=acc)
+                g = logp.exp_()  # (n, V) softmax, in place
+            else:
+                g = logits.softmax(dim=-1)  # (n, V)
+            del logits
+            minus_one = torch.full(y.shape, -1.0, dtype=g.dtype, device=g.device)  # (n, 1)
+            g.scatter_add_(1, y, minus_one)  # (n, V): d(loss of the slice) / d(logits) = softmax - onehot
             if grad_b is not None:
-                grad_b += g.sum(dim=0, dtype=acc)  # (V,)
+                col = g.sum(dim=0, dtype=acc)  # (V,)
+                grad_b += col if scale is None else col * scale
             g = g.to(hidden.dtype)  # (n, V): autograd casts the gradient back through `.float()` alike
             if grad_h is not None:
-                grad_h[start : start + chunk_size] = g @ weight  # (n, H)
-            if grad_w is not None and h.dtype == acc:
-                grad_w.addmm_(g.T, h)  # (V, H)
-            elif grad_w is not None:
-                grad_w += (g.T @ h).to(acc)  # (V, H), each slice's product in the model's dtype
+                gh = g @ weight  # (n, H)
+                grad_h[start : start + chunk_size] = gh if scale is None else gh * scale.to(gh.dtype)
+            if grad_w is not None:
+                hs = h if scale is None else h * scale.to(h.dtype)  # (n, H): the scale on the small side
+                if hs.dtype == acc:
+                    grad_w.addmm_(g.T, hs)  # (V, H)
+                else:
+                    grad_w += (g.T @ hs).to(acc)  # (V, H), each slice's product in the model's dtype
         return total, (grad_h, grad_w, grad_b)
 
     @staticmethod
@@ -212,7 +222,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         if ctx.recompute:
             hidden, weight, bias, targets = ctx.saved_tensors
             _, (grad_h, grad_w, grad_b) = _ChunkedLinearCrossEntropy._run(
-                hidden, weight, bias, targets, ctx.chunk_size, need, grad_total
+                hidden, weight, bias, targets, ctx.chunk_size, need, grad_total, loss_too=False
             )
         else:
             grad_h, grad_w, grad_b = (
