@@ -35,6 +35,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrai
 
 from llara.choices import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, VARIANTS, check_choice
 from llara.flex import joint_mask_for
+from llara.io import DataError
 from llara.losses import bow_loss, chunked_lm_loss, combine_adaptation_losses, info_nce, info_nce_cross_device
 from llara.masks import joint_layout, position_ids_from_mask
 from llara.pooling import pool
@@ -95,12 +96,20 @@ class PromptLayout:
         path = Path(folder, LAYOUT_FILE)
         if not path.is_file():
             return None
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: not valid JSON ({err}); fix it or delete it (defaults apply)") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: expected a JSON object; fix it or delete it (defaults apply)")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**data)
+            raise DataError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{path}: {err}; fix the value or delete the file (defaults apply)") from None
 
     def override(self, warn_from: str | Path | None = None, **changes: Any) -> PromptLayout:
         """A copy with the non-None ``changes``; with ``warn_from`` (the checkpoint this layout was read

@@ -219,3 +219,20 @@ def test_bf16_adaptation_finetuning_and_encoding_on_cpu(tiny_model_dir, tmp_path
     vecs = model.encode(["where is the river city", "music"], "query")
     assert vecs.dtype == torch.float32 and torch.isfinite(vecs).all()
     torch.testing.assert_close(vecs.norm(dim=-1), torch.ones(2), atol=1e-2, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"style": "released", "colour": 1}', "unknown keys"),
+        ('{"style": "fancy"}', "unknown prompt style 'fancy'"),
+        ("[1]", "expected a JSON object"),
+    ],
+)
+def test_bad_layout_file_names_the_file(slotted_model_dir, tmp_path, text, match):
+    from llara.io import DataError
+
+    (tmp_path / LAYOUT_FILE).write_text(text)
+    with pytest.raises(DataError, match=f"{LAYOUT_FILE}: .*{match}"):
+        PromptLayout.read(tmp_path)
