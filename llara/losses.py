@@ -153,9 +153,12 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     slices in float32 (float64 for float64 inputs). The incoming gradient (a scalar) multiplies the
     small (n, H) side, not the (n, V) slice.
 
+    recompute=False (default): when grad is enabled, forward also computes the gradients (as fused
+    linear cross-entropy kernels do, e.g. Liger Kernel's) and keeps grad_h (N, H) and grad_W (V, H)
+    until backward, which only scales them: one matmul and one softmax pass per slice fewer than
+    recomputing. The peak memory is the same: recompute=True allocates those two buffers at the start
+    of backward, when every activation is still alive too.
     recompute=True: forward keeps only its inputs and backward recomputes each slice's logits.
-    recompute=False: forward also computes the gradients (one matmul and one exp pass fewer in all)
-    and keeps grad_h (N, H) and grad_W (V, H) until backward, which only scales them.
     """
 
     @staticmethod
@@ -247,15 +250,15 @@ def linear_cross_entropy(
     bias: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
-    recompute: bool = True,
+    recompute: bool = False,
 ) -> Tensor:
     """Cross-entropy of `F.linear(hidden, weight, bias)` against `targets`, in slices of rows.
 
     Equal (values and gradients w.r.t. hidden, weight, bias) to
     `F.cross_entropy(_upcast(F.linear(hidden, weight, bias)), targets, ignore_index=ignore_index,
     reduction=reduction)`, but the (N, V) logits are never held whole: at most one (chunk_size, V)
-    slice exists at a time, in float32 when the model is float16/bfloat16, and the slice is recomputed
-    in backward instead of being saved. Rows whose target is `ignore_index` are dropped first.
+    slice exists at a time, in float32 when the model is float16/bfloat16, and no slice is saved for
+    backward. Rows whose target is `ignore_index` are dropped first.
 
     Args:
         hidden: (N, H) final hidden states; each row predicts its own target (already shifted).
@@ -264,9 +267,10 @@ def linear_cross_entropy(
         chunk_size: rows per slice (memory: about chunk_size * V * 4 bytes per slice).
         bias: optional (V,) LM-head bias.
         reduction: "mean" (over the kept rows; an exact 0 with zero gradients when none is kept) or "sum".
-        recompute: True: backward recomputes each slice's logits (keeps only the inputs). False: forward
-            computes the gradients at once when grad is enabled (about 30% faster on a CPU, holds one
-            (V, H) float32 and one (N, H) buffer until backward; no logits either way).
+        recompute: False (default): forward computes the gradients at once when grad is enabled and
+            keeps them for backward (grad_W (V, H) in float32, grad_h (N, H)); True: backward recomputes
+            each slice's logits. Same values, gradients and peak memory; False measured 20-25% faster
+            per adaptation step on a CPU (tiny LLaMA, 256 tokens).
 
     Returns:
         scalar loss, float32 for float16/bfloat16/float32 inputs, float64 for float64 inputs.
@@ -307,12 +311,12 @@ def chunked_lm_loss(
     chunk_size: int = 256,
     ignore_index: int = -100,
     bias: Tensor | None = None,
-    recompute: bool = True,
+    recompute: bool = False,
 ) -> Tensor:
     """The LM term computed from hidden states in slices: equal to `lm_loss(F.linear(hidden, weight, bias), labels)`.
 
     No (B, T, V) logits tensor ever exists (see `linear_cross_entropy`): only the positions that have a
-    label are projected, one slice of `chunk_size` of them at a time, recomputed in backward.
+    label are projected, one slice of `chunk_size` of them at a time, and no slice is kept for backward.
 
     Two input layouts:
         * hidden (B, T, H) with labels (B, T) aligned with the inputs, as `lm_loss` takes them: the
