@@ -400,10 +400,14 @@ def prepared_model(tiny_model_dir, tmp_path) -> Path:
     """The tiny model with the slot tokens already added. llara.adapt would otherwise add them with
     transformers' mean resizing, which samples the new embedding rows from the unseeded global RNG:
     two runs with the same --seed then differ by ~1e-6 from the first step on."""
-    from llara.modeling import load_causal_lm
+    from transformers import AutoModelForCausalLM
+
+    from llara.model import load_tokenizer, resize_for_tokenizer
 
     torch.manual_seed(0)
-    model, tokenizer = load_causal_lm(tiny_model_dir, "released")
+    tokenizer = load_tokenizer(tiny_model_dir, "released", allow_untrained_slots=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    resize_for_tokenizer(model, tokenizer)
     out = tmp_path / "base"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
