@@ -393,7 +393,6 @@ class LlaraEncoder:
         return self._encode(texts, self.passage_prompt, self.passage_max_length, "encode corpus")
 
 
-PROMPT_FILE = "llara_prompt.json"  # llara.model.LAYOUT_FILE: the prompt layout saved in a checkpoint
 LAYOUT_KEYS = ("style", "query_prompt", "passage_prompt", "query_max_length", "passage_max_length")
 
 
@@ -401,26 +400,19 @@ def checkpoint_layout(embedder: Any, path: str | os.PathLike | None = None) -> d
     """What a checkpoint records of its prompt layout (style, prompts, lengths), as far as it does.
 
     From the embedder's ``layout`` (``LlaraEmbedder`` reads ``llara_prompt.json`` when it loads),
-    else ``llara_prompt.json`` in ``path``. Key ``source`` names where, for messages.
+    else ``llara_prompt.json`` in ``path`` (:meth:`llara.model.PromptLayout.read`, which names the
+    file in its errors). Key ``source`` names where, for messages.
     """
     layout = getattr(embedder, "layout", None)
-    if layout is not None:
-        found = {k: getattr(layout, k) for k in LAYOUT_KEYS if getattr(layout, k, None) is not None}
-        return found | {"source": f"{path or 'the model'} (prompt layout)"}
-    prompt_file = Path(path) / PROMPT_FILE if path is not None else None
-    if prompt_file is None or not prompt_file.is_file():
-        return {"source": prompt_file or "the embedder"}
-    try:
-        recorded = json.loads(prompt_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{prompt_file}: not valid JSON ({exc}); fix it or remove it") from None
-    if not isinstance(recorded, dict):
-        raise DataError(f"{prompt_file}: expected a JSON object; fix it or remove it")
-    found = {k: recorded[k] for k in LAYOUT_KEYS if recorded.get(k) is not None}
-    for key in ("query_prompt", "passage_prompt"):
-        if key in found and found[key] not in KINDS:
-            raise DataError(f"{prompt_file}: {key} {found[key]!r} is not one of {', '.join(KINDS)}; fix it")
-    return found | {"source": prompt_file}
+    source = f"{path or 'the model'} (prompt layout)"
+    if layout is None and path is not None:
+        from llara.model import LAYOUT_FILE, PromptLayout
+
+        layout, source = PromptLayout.read(path), Path(path) / LAYOUT_FILE
+    if layout is None:
+        return {"source": source if path is not None else "the embedder"}
+    found = {k: getattr(layout, k) for k in LAYOUT_KEYS if getattr(layout, k, None) is not None}
+    return found | {"source": source}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def test_llara_encoder_prompts_order_and_lengths(tiny_bert_dir):
 
 def test_llara_encoder_with_real_embedder_matches_one_by_one(tokenizer_dirs):
     """The lead's LlaraEmbedder on a tiny Llama: sorted batches (left padding) == one text at a time."""
-    modeling = pytest.importorskip("llara.modeling")
+    from llara import modeling
     from conftest import load_tokenizer, tiny_model
 
     from llara.prompts import prepare_tokenizer
@@ -194,7 +194,8 @@ class RecordingEmbedder(FakeEmbedder):
 def test_llara_prompt_style_none_is_passed_to_the_embedder(tiny_bert_dir, monkeypatch):
     """Without a style, LlaraEmbedder.from_pretrained gets prompt_style=None (it reads the checkpoint's);
     a given style is passed as it is."""
-    modeling = pytest.importorskip("llara.modeling")
+    from llara import modeling
+
     monkeypatch.setattr(modeling, "LlaraEmbedder", RecordingEmbedder)
     RecordingEmbedder.calls.clear()
     kinds = {"query_prompt": "ebar", "passage_prompt": "ebae"}
@@ -211,7 +212,8 @@ def test_llara_cli_defaults_come_from_the_checkpoint(tmp_path, tiny_bert_dir, mo
     prompts come from llara_prompt.json; a checkpoint without them is an error naming the fix."""
     import shutil
 
-    modeling = pytest.importorskip("llara.modeling")
+    from llara import modeling
+
     monkeypatch.setattr(modeling, "LlaraEmbedder", RecordingEmbedder)
     RecordingEmbedder.calls.clear()
     model = tmp_path / "ckpt"
@@ -240,7 +242,7 @@ def test_llara_cli_defaults_come_from_the_checkpoint(tmp_path, tiny_bert_dir, mo
         json.dumps({"query_prompt": "summary", "passage_prompt": "ebae"})
     )
     assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "bad")]) == 1
-    assert "query_prompt 'summary' is not one of ebae, ebar" in capsys.readouterr().err
+    assert "unknown query prompt 'summary'; valid: ebae, ebar" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,7 +500,6 @@ def test_encode_cli_shards_equal_single_run(tmp_path, tiny_bert_dir, capsys):
 
 def test_llara_cli_end_to_end_encode_search_score(tmp_path, tokenizer_dirs):
     """--encoder llara on a saved tiny Llama, then search and score through their CLIs."""
-    pytest.importorskip("llara.modeling")
     from conftest import load_tokenizer, tiny_model
 
     from llara import score, search
@@ -546,7 +547,7 @@ def test_llara_cli_end_to_end_encode_search_score(tmp_path, tokenizer_dirs):
 def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path, tokenizer_dirs, capsys):
     """A checkpoint whose llara_prompt.json says EBAE for both sides and shorter lengths: encode with no
     prompt or length flags uses them (and records them); a flag overrides with a warning."""
-    model_mod = pytest.importorskip("llara.model")
+    from llara import model as model_mod
     from conftest import load_tokenizer, tiny_model
 
     from llara.prompts import prepare_tokenizer
