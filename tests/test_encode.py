@@ -159,9 +159,9 @@ def test_llara_encoder_prompts_order_and_lengths(tiny_bert_dir):
 
 def test_llara_encoder_with_real_embedder_matches_one_by_one(tokenizer_dirs):
     """The lead's LlaraEmbedder on a tiny Llama: sorted batches (left padding) == one text at a time."""
-    from llara import modeling
     from conftest import load_tokenizer, tiny_model
 
+    from llara import modeling
     from llara.prompts import prepare_tokenizer
 
     tok = load_tokenizer(tokenizer_dirs, "llama")
@@ -547,9 +547,9 @@ def test_llara_cli_end_to_end_encode_search_score(tmp_path, tokenizer_dirs):
 def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path, tokenizer_dirs, capsys):
     """A checkpoint whose llara_prompt.json says EBAE for both sides and shorter lengths: encode with no
     prompt or length flags uses them (and records them); a flag overrides with a warning."""
-    from llara import model as model_mod
     from conftest import load_tokenizer, tiny_model
 
+    from llara import model as model_mod
     from llara.prompts import prepare_tokenizer
 
     tok = load_tokenizer(tokenizer_dirs, "llama")
