@@ -46,7 +46,7 @@ class AdaptArguments:
     )
     lm_weight: float = field(default=1.0, metadata={"help": "weight of the next-token loss on T (0 = off)"})
     lm_chunk_size: int = field(
-        default=1024, metadata={"help": "LM loss in slices of this many tokens (0 = logits from the model)"}
+        default=256, metadata={"help": "LM loss in slices of this many tokens (0 = logits from the model)"}
     )
     remove_stop_words: bool = field(
         default=False,

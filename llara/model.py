@@ -376,7 +376,7 @@ class LlaraModel(nn.Module):
         *,
         bow_scale: float = 0.1,
         lm_weight: float = 1.0,
-        lm_chunk_size: int | None = 1024,
+        lm_chunk_size: int | None = 256,
         net: nn.Module | None = None,
     ) -> AdaptOutput:
         """EBAE/EBAR bag-of-words parts + ``lm_weight`` x next-token loss on T (notes §4).
