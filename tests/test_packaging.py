@@ -23,3 +23,13 @@ def test_faiss_build_is_chosen_by_extra_and_constraints():
     gpu, cpu = pins("gpu.txt"), pins("cpu.txt")
     assert "faiss-gpu" in gpu and "faiss-cpu" not in gpu and "torch" not in gpu
     assert "faiss-cpu" in cpu and "faiss-gpu" not in cpu and cpu["torch"] == "2.13.0"
+
+
+def test_readme_and_docs_name_no_path_of_one_machine():
+    """Every command works from the repository root of any clone (issue 9, item 8)."""
+    import re
+
+    bad = re.compile(r"(?<![\w.])/(work|home|root|Users)/")
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            assert not bad.search(line), f"{path.name}:{n}: {line.strip()}"
