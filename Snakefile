@@ -1,5 +1,6 @@
 # LLaRA experiment grid: Wikipedia -> pre-training pairs -> adaptation {none, ebae, ebar, joint}
-# -> fine-tuning -> per BEIR dataset encode / search / score -> results/tables/.
+# -> fine-tuning (negatives: bm25 / dense / none) -> per BEIR dataset encode / search / score, zero-shot
+# (the adapted checkpoint) and fine-tuned -> results/tables/.
 # This file only wires; the rules live in workflow/rules/, the logic in the llara package.
 
 # The default grid unless --configfile names another one (a config file replaces it whole: Snakemake
@@ -20,4 +21,14 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         TABLES,
+        ST_FOLDERS,
     default_target: True
+
+
+# the last lines of a run: the main table and where the files are, or which rule failed and its log
+onsuccess:
+    on_success(log)
+
+
+onerror:
+    on_error(log)

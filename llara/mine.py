@@ -3,7 +3,9 @@
 Negatives are sampled (with a seed) from each query's top ``depth`` documents of a retriever,
 minus its positives (by id and by identical text), minus the document whose id is the query id,
 optionally after skipping the first ``skip_top`` ranks (likely false negatives). The retriever is
-BM25 (:mod:`llara.bm25`) or any TREC run (a dense retriever's, from :mod:`llara.search`). Each query
+BM25 (:mod:`llara.bm25`) or any TREC run (a dense retriever's, from :mod:`llara.search`); ``none``
+writes the rows with an empty ``neg`` list (fine-tune them with ``--group_size 1``: in-batch
+negatives only). Each query
 gets its own random stream (seeded with ``seed`` and the query id), so a row does not change when
 other queries are added or removed.
 
@@ -16,6 +18,7 @@ CLI::
     python -m llara.mine --beir-dir DIR --split train --negatives bm25 --output train.jsonl
     python -m llara.mine --beir-dir DIR --split train --negatives run --run dense.trec --output train.jsonl
     python -m llara.mine --pairs pairs.jsonl --negatives bm25 --output train.jsonl
+    python -m llara.mine --beir-dir DIR --split train --negatives none --output train.jsonl
 """
 
 from __future__ import annotations
@@ -177,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--corpus", type=Path, default=None, help="with --pairs: BEIR corpus.jsonl as candidate pool"
     )
-    p.add_argument("--negatives", choices=("bm25", "run"), default="bm25")
+    p.add_argument(
+        "--negatives",
+        choices=("bm25", "run", "none"),
+        default="bm25",
+        help="bm25; run: from --run FILE; none: no negatives (an empty neg list: in-batch negatives only)",
+    )
     p.add_argument("--run", type=Path, default=None, help="TREC run to take negatives from (--negatives run)")
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--num-negs", type=int, default=15)
@@ -203,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     data = from_beir(args.beir_dir, args.split) if args.beir_dir else from_pairs(args.pairs, args.corpus)
-    if args.negatives == "bm25":
+    if args.negatives == "none":  # every query, no candidates: rows with an empty neg list
+        run = {qid: {} for qid in data.queries}
+        args.num_negs = args.min_negs = 0
+    elif args.negatives == "bm25":
         run = bm25_run(data, args.depth, stemmer=args.stemmer)
     else:
         run = read_trec_run(args.run)

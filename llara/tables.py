@@ -2,28 +2,35 @@
 
 Each metrics file is one run, labelled from its ``provenance``: ``variant``, ``dataset`` (both
 required), ``split`` and ``model`` ("-" when absent), ``prompt_style`` ("-"), ``seed`` (-1) and the
-prompt kinds ``query_prompt`` / ``passage_prompt`` ("-"; baselines have none).
-A run is keyed by (variant, prompt_style, seed, dataset, split); two files with the same key fail.
+prompt kinds ``query_prompt`` / ``passage_prompt`` ("-"; baselines have none); the ``stage``
+(``zeroshot`` / ``finetuned``) and the fine-tuning ``negatives`` come from the provenance when it has
+them, else from the file's grid path (``.../llara/<style>/<variant>/seed<N>/zeroshot/...``,
+``.../finetuned/<negatives>/...``, ``.../checkpoint/<name>/<stage>...``), else "-".
+A run is keyed by (variant, prompt_style, seed, stage, negatives, dataset, split); two files with the
+same key fail.
 
 Outputs, written atomically into the output folder (``ndcg10`` is the metric's file stem):
 
-- ``long.csv`` / ``long.parquet``: one row per (variant, prompt_style, seed, dataset, split, metric);
-- ``ndcg10.md``: datasets x variants, mean over seeds (seed count noted), an average row, row best
-  in bold, and a row with each column's query/passage prompt kinds; ``ndcg10.png``: the same
-  numbers as grouped bars;
-- ``deltas.csv`` / ``deltas.md``: each variant against the baseline on the same (prompt_style, seed,
-  dataset, split), over the queries both scored: mean paired difference, Wilcoxon signed-rank p
-  (two-sided, ``zero_method="zsplit"``: queries where both runs score the same, often both 0 in
-  retrieval, are kept and their ranks split between the signs, which is conservative) and the paired
-  t-test p. All-zero differences give delta 0 and p = 1. No multiple-comparison correction.
+- ``long.csv`` / ``long.parquet``: one row per run and metric;
+- ``ndcg10.md`` (the main table) / ``summary.csv``: systems (variant x stage; baselines last) x
+  datasets, each cell the mean over seeds +/- the half-width of a 95% t-interval (one seed: n=1, no
+  interval), a BEIR average (per seed over the datasets, then over seeds) and, for MS MARCO
+  (``--msmarco``), MRR@10 and Recall@1000 beside it instead of NDCG@10; ``ndcg10.png``: bars with
+  the intervals;
+- ``deltas.csv`` / ``deltas.md``: each variant against the baseline (``none``) at the same stage,
+  prompt style and negatives, per dataset: the mean over seeds of the per-seed delta +/- its 95%
+  t-interval, and paired tests over queries pooled over seeds (each query's difference averaged over
+  the seeds first, so a query counts once): Wilcoxon signed-rank (two-sided, ``zsplit``) and the
+  paired t-test, each Holm-corrected across the variants compared on that dataset at that stage;
+- ``deltas_per_seed.csv``: the same comparison for every seed separately (uncorrected);
 - ``cost.csv`` / ``cost.md`` (when ``--benchmarks`` are given): per system the adaptation and
   fine-tuning GPU-hours (CPU-hours and wall-hours where no GPU was used), corpus passages per second,
   and NDCG@10 gained against ``none`` per hour of adaptation. See :func:`cost_table`.
 
 CLI::
 
-    python -m llara.tables --metrics results/metrics/llara/*/*/*/*/*.json results/metrics/baseline/*/*/*.json \
-        --output-dir results/tables [--benchmarks results/benchmarks/...tsv] [--encode-meta ...meta.json]
+    python -m llara.tables --metrics results/metrics/**/*.json --output-dir results/tables \\
+        [--metric ndcg@10] [--msmarco msmarco] [--benchmarks results/benchmarks/...tsv] [--encode-meta ...meta.json]
 """
 
 from __future__ import annotations
@@ -44,10 +51,62 @@ from scipy import stats
 
 from llara.io import DataError, atomic_path, atomic_write_text
 
-KEY = ["variant", "prompt_style", "seed", "dataset", "split"]
+KEY = ["variant", "prompt_style", "seed", "stage", "negatives", "dataset", "split"]
+SYSTEM_KEY = ["variant", "prompt_style", "stage", "negatives"]  # a table row: a system over its seeds
 CORE_VARIANTS = ("none", "ebae", "ebar", "joint")
+STAGES = ("zeroshot", "finetuned")
+NEGATIVES = ("bm25", "dense", "none", "file")
 PROMPTS = ["query_prompt", "passage_prompt"]  # prompt kinds of a LLaRA run ("-" for baselines)
+MSMARCO_METRICS = ("mrr@10", "recall@1000")  # reported for MS MARCO dev beside the BEIR average
+CONFIDENCE = 0.95
 Run = dict[str, Any]  # labels (KEY + model, prompts, source) plus "metrics", "num_queries", "per_query"
+
+# The grid's paths carry the system: .../llara/{prompt_style}/{variant}/seed{seed}[/zeroshot |
+# /finetuned/{negatives}][/...] for LLaRA, .../checkpoint/{name}/{stage...} for released checkpoints,
+# .../baseline/{name}[/...] for baselines; benchmarks live under .../benchmarks/{stage}/<system>...
+_STAGE = r"(?:/(?P<zeroshot>zeroshot)|/finetuned/(?P<negatives>[^/.]+))"
+LLARA_PATH = re.compile(
+    rf"(?:^|/)llara/(?P<prompt_style>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+){_STAGE}?(?=[/.]|$)"
+)
+CHECKPOINT_PATH = re.compile(rf"(?:^|/)checkpoint/(?P<variant>[^/]+){_STAGE}(?=[/.]|$)")
+BASELINE_PATH = re.compile(r"(?:^|/)baseline/(?P<variant>[^/.]+)(?=[/.]|$)")
+STAGE_PATH = re.compile(r"(?:^|/)benchmarks/(?P<stage>[^/]+)/")
+SYSTEM = ["variant", "prompt_style", "seed", "stage", "negatives"]  # a cost row: one trained system
+COST_STAGES = ("adapt", "finetune")
+
+
+def _stage_of(m: re.Match) -> dict[str, str]:
+    if m["zeroshot"]:
+        return {"stage": "zeroshot", "negatives": "-"}
+    if m["negatives"]:
+        return {"stage": "finetuned", "negatives": m["negatives"]}
+    return {"stage": "-", "negatives": "-"}
+
+
+def path_labels(path: str | os.PathLike, strict: bool = True) -> dict[str, Any]:
+    """{variant, prompt_style, seed, stage, negatives} from a grid path (its last system segment);
+    without one: DataError, or {} with ``strict=False``."""
+    text = Path(path).as_posix()
+    found = [(m.start(), "llara", m) for m in LLARA_PATH.finditer(text)]
+    found += [(m.start(), "checkpoint", m) for m in CHECKPOINT_PATH.finditer(text)]
+    found += [(m.start(), "baseline", m) for m in BASELINE_PATH.finditer(text)]
+    if not found:
+        if strict:
+            raise DataError(
+                f"{path}: no llara/<style>/<variant>/seed<N>, checkpoint/<name>/<stage> or baseline/<name> in the path"
+            )
+        return {}
+    _, kind, m = max(found, key=lambda f: f[0])
+    if kind == "llara":
+        return {
+            "variant": m["variant"],
+            "prompt_style": m["prompt_style"],
+            "seed": int(m["seed"]),
+            **_stage_of(m),
+        }
+    if kind == "checkpoint":
+        return {"variant": m["variant"], "prompt_style": "-", "seed": -1, **_stage_of(m)}
+    return {"variant": m["variant"], "prompt_style": "-", "seed": -1, "stage": "-", "negatives": "-"}
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -74,10 +133,17 @@ def load_run(path: str | os.PathLike) -> Run:
         num_queries = int(obj.get("num_queries", len(per_query)))
     except (TypeError, ValueError):
         raise DataError(f"{path}: 'provenance.seed' and 'num_queries' must be integers") from None
+    where = path_labels(path, strict=False)
+    stage = str(prov.get("stage") or where.get("stage", "-"))
+    negatives = str(prov.get("negatives") or where.get("negatives", "-"))
+    if stage not in (*STAGES, "-"):
+        raise DataError(f"{path}: stage {stage!r} is not one of {', '.join(STAGES)}")
     return {
         "variant": str(prov["variant"]),
         "prompt_style": str(prov.get("prompt_style") or "-"),
         "seed": seed,
+        "stage": stage,
+        "negatives": negatives,
         "dataset": str(prov["dataset"]),
         "split": str(prov.get("split") or "-"),
         "model": str(prov.get("model") or "-"),
@@ -90,7 +156,8 @@ def load_run(path: str | os.PathLike) -> Run:
 
 
 def load_runs(files: Iterable[str | os.PathLike]) -> list[Run]:
-    """Load every file; a repeated (variant, prompt_style, seed, dataset, split) fails naming both files."""
+    """Load every file; a repeated (variant, prompt_style, seed, stage, negatives, dataset, split) fails
+    naming both files."""
     runs, seen = [], {}
     for f in files:
         run = load_run(f)
@@ -105,7 +172,7 @@ def load_runs(files: Iterable[str | os.PathLike]) -> list[Run]:
 
 
 def long_table(files_or_runs: Iterable[str | os.PathLike] | list[Run]) -> pd.DataFrame:
-    """Tidy table: one row per (variant, prompt_style, seed, dataset, split, metric)."""
+    """Tidy table: one row per (variant, prompt_style, seed, stage, negatives, dataset, split, metric)."""
     runs = _runs(files_or_runs)
     labels = [*KEY, "model", *PROMPTS]
     rows = [
@@ -117,31 +184,114 @@ def long_table(files_or_runs: Iterable[str | os.PathLike] | list[Run]) -> pd.Dat
 
 
 def variant_order(names: Iterable[str]) -> list[str]:
-    """none, ebae, ebar, joint first, then the other columns (bm25, plain encoders) sorted."""
+    """none, ebae, ebar, joint first, then the other names (released checkpoints, baselines) sorted."""
     names = set(names)
     return [v for v in CORE_VARIANTS if v in names] + sorted(names - set(CORE_VARIANTS))
 
 
-def wide_table(long: pd.DataFrame, metric: str = "ndcg@10") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(means, seed counts): rows "dataset" (or "dataset/split" when a dataset has several splits),
-    columns "variant" (or "variant [prompt_style]" when several prompt styles are present)."""
-    df = long[long["metric"] == metric].copy()
-    if df.empty:
-        raise DataError(f"metric {metric!r} is in none of the files; have {sorted(long['metric'].unique())}")
-    several_splits = df.groupby("dataset")["split"].nunique().max() > 1
-    df["row"] = df["dataset"] + ("/" + df["split"] if several_splits else "")
-    styled = df["prompt_style"] != "-"  # baselines (BM25, plain encoders) have no prompt style
-    several_styles = df.loc[styled, "prompt_style"].nunique() > 1
-    df["col"] = df["variant"] + (
-        (" [" + df["prompt_style"] + "]").where(styled, "") if several_styles else ""
+def _stage_rank(stage: str, negatives: str) -> tuple[int, int]:
+    """zero-shot rows first, then fine-tuned per negatives kind, then the unstaged (baselines)."""
+    s = STAGES.index(stage) if stage in STAGES else len(STAGES)
+    n = NEGATIVES.index(negatives) if negatives in NEGATIVES else len(NEGATIVES)
+    return s, n
+
+
+def system_sort_key(order: list[str]):
+    return lambda r: (
+        r["stage"] == "-",
+        _stage_rank(r["stage"], r["negatives"]),
+        order.index(r["variant"]),
+        r["prompt_style"],
     )
-    g = df.groupby(["row", "col"])["value"]
-    means, counts = g.mean().unstack("col"), g.count().unstack("col")
-    order = variant_order(df["variant"])
-    cols = sorted(means.columns, key=lambda c: (order.index(c.split(" [")[0]), c))
-    means, counts = means[cols], counts[cols].fillna(0).astype(int)
-    means.attrs["prompts"] = {c: prompt_label(df[df["col"] == c]) for c in cols}
-    return means, counts
+
+
+# ---- uncertainty over seeds and multiple comparisons -----------------------------------------------
+def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[float, float, int]:
+    """(mean, half-width of the two-sided t-interval, n) of the finite ``values``: the interval is
+    mean +/- t_{(1+c)/2, n-1} * s / sqrt(n), s the sample standard deviation; n < 2: no interval (NaN)."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return np.nan, np.nan, 0
+    if n == 1:
+        return float(x[0]), np.nan, 1
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / np.sqrt(n)
+    return float(x.mean()), float(half), n
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment (family-wise error) of the non-NaN p-values; NaN stays NaN.
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+# ---- the main table: systems x datasets, both stages ------------------------------------------------
+def headline_metric(dataset: str, metric: str, msmarco: Sequence[str]) -> str:
+    return MSMARCO_METRICS[0] if dataset in msmarco else metric
+
+
+def summary_table(
+    long: pd.DataFrame, metric: str = "ndcg@10", msmarco: Sequence[str] = ("msmarco",)
+) -> pd.DataFrame:
+    """One row per (system, column): ``column`` is a dataset ("dataset/split" when a dataset has several
+    splits), ``average`` (per seed the mean over the non-MS MARCO datasets, for systems that have them
+    all, then over seeds), or "<msmarco> <metric>" for MRR@10 and Recall@1000 of an MS MARCO dataset.
+    Columns: SYSTEM_KEY, ``prompts``, ``column``, ``metric``, ``mean``, ``ci`` (half-width of the 95%
+    t-interval over seeds; NaN for n < 2) and ``n`` (seeds)."""
+    df = long.copy()
+    if df.empty or metric not in set(df["metric"]):
+        have = sorted(df["metric"].unique()) if len(df) else []
+        raise DataError(f"metric {metric!r} is in none of the files; have {have}")
+    several_splits = df.groupby("dataset")["split"].nunique().max() > 1
+    df["column"] = df["dataset"] + ("/" + df["split"] if several_splits else "")
+    beir = df[~df["dataset"].isin(msmarco) & (df["metric"] == metric)]
+    marco = df[df["dataset"].isin(msmarco) & df["metric"].isin(MSMARCO_METRICS)].copy()
+    marco["column"] = marco["column"] + " " + marco["metric"]
+    rows = []
+    columns = sorted(beir["column"].unique())
+    for key, g in pd.concat([beir, marco]).groupby(SYSTEM_KEY, sort=False):
+        base = dict(zip(SYSTEM_KEY, key, strict=True)) | {
+            "prompts": prompt_label(g),
+            "seeded": bool((g["seed"] >= 0).any()),
+        }
+        for column, c in g.groupby("column"):
+            mean, ci, n = mean_ci(c.groupby("seed")["value"].mean())
+            rows.append(
+                base | {"column": column, "metric": c["metric"].iloc[0], "mean": mean, "ci": ci, "n": n}
+            )
+        b = g[~g["dataset"].isin(msmarco)]
+        if columns and not b.empty:
+            per_seed = b.pivot_table(index="seed", columns="column", values="value", aggfunc="mean")
+            complete = per_seed.reindex(columns=columns).dropna()  # seeds that have every dataset
+            mean, ci, n = mean_ci(complete.mean(axis=1)) if len(complete) else (np.nan, np.nan, 0)
+            rows.append(base | {"column": "average", "metric": metric, "mean": mean, "ci": ci, "n": n})
+    table = pd.DataFrame(
+        rows, columns=[*SYSTEM_KEY, "prompts", "seeded", "column", "metric", "mean", "ci", "n"]
+    )
+    order = variant_order(table["variant"])
+    rank = table.apply(system_sort_key(order), axis=1)
+    table = table.assign(_r=rank).sort_values("_r", kind="stable").drop(columns="_r").reset_index(drop=True)
+    table.attrs["columns"] = columns + (["average"] if columns else []) + sorted(marco["column"].unique())
+    return table
+
+
+def stage_label(stage: str, negatives: str, several_negatives: bool) -> str:
+    if stage == "zeroshot":
+        return "zero-shot"
+    if stage == "finetuned":
+        return (
+            f"fine-tuned, {negatives} negatives" if several_negatives and negatives != "-" else "fine-tuned"
+        )
+    return "–"
 
 
 def prompt_label(rows: pd.DataFrame) -> str:
@@ -153,35 +303,63 @@ def prompt_label(rows: pd.DataFrame) -> str:
     return ", ".join(sorted(pairs)) or "-"
 
 
-def _bold_row(values: pd.Series, cells: list[str]) -> list[str]:
-    best = values.max()
-    return [
-        f"**{c}**" if pd.notna(v) and np.isclose(v, best) else c for v, c in zip(values, cells, strict=True)
+def _cell(mean: float, ci: float, n: int, row_n: int, decimals: int = 4) -> str:
+    if pd.isna(mean):
+        return "–"
+    text = f"{mean:.{decimals}f}" + ("" if pd.isna(ci) else f" ± {ci:.{decimals}f}")
+    return text + (f" (n={n})" if n != row_n else "")
+
+
+def main_markdown(table: pd.DataFrame, metric: str = "ndcg@10") -> str:
+    """The main table: one row per system, zero-shot rows first, then fine-tuned, baselines last; each
+    cell mean ± 95% CI over seeds; the best mean of each column in **bold** (ties: all bold)."""
+    columns = table.attrs.get("columns") or list(dict.fromkeys(table["column"]))
+    styled = table["prompt_style"] != "-"
+    several_styles = table.loc[styled, "prompt_style"].nunique() > 1
+    several_negatives = table.loc[table["stage"] == "finetuned", "negatives"].nunique() > 1
+    means = table.pivot_table(index=SYSTEM_KEY, columns="column", values="mean", aggfunc="first", sort=False)
+    best = means.max()
+    head = ["system", "stage", "prompts q/p", "n", *columns]
+    lines = [
+        f"{metric}: mean ± 95% CI over seeds (t-interval; n = seeds, n = 1: no interval)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
     ]
+    for key, g in table.groupby(SYSTEM_KEY, sort=False):
+        variant, style, stage, negatives = key
+        cells = g.set_index("column")
+        row_n = int(g["n"].max())
+        n_text = str(row_n) if g["seeded"].iloc[0] else "–"  # baselines and checkpoints have no seed
+        name = variant + (f" [{style}]" if several_styles and style != "-" else "")
+        out = [name, stage_label(stage, negatives, several_negatives), g["prompts"].iloc[0], n_text]
+        for column in columns:
+            if column not in cells.index:
+                out.append("–")
+                continue
+            c = cells.loc[column]
+            text = _cell(c["mean"], c["ci"], int(c["n"]), row_n)
+            if pd.notna(c["mean"]) and np.isclose(c["mean"], best[column]):
+                text = f"**{text}**"
+            out.append(text)
+        lines.append("| " + " | ".join(out) + " |")
+    notes = [
+        "",
+        "Zero-shot: the adapted checkpoint encoded with the variant's prompts, no fine-tuning (`none`: the"
+        " base model with the prompts). Fine-tuned: after contrastive fine-tuning.",
+        f"average: per seed the mean of {metric} over the datasets (MS MARCO excluded), then over seeds; '–'"
+        " where a system lacks a dataset.",
+    ]
+    if any(" mrr@10" in c for c in columns):
+        notes.append("MS MARCO (dev): MRR@10 and Recall@1000, as the paper reports it (not in the average).")
+    if any(table["prompts"] != "-"):
+        notes.append(
+            "Prompts: the prompt kinds of queries/passages in fine-tuning and encoding (ebae, ebar)."
+        )
+    return "\n".join(lines + notes) + "\n"
 
 
-def wide_markdown(means: pd.DataFrame, counts: pd.DataFrame, metric: str = "ndcg@10") -> str:
-    """Markdown: the row best in bold; "average" over datasets, only for columns that have them all."""
-    cols = list(means.columns)
-    lines = [f"| {metric} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    prompts = means.attrs.get("prompts", {})
-    if any(prompts.get(c, "-") != "-" for c in cols):
-        lines.append("| prompts (query/passage) | " + " | ".join(prompts.get(c, "-") for c in cols) + " |")
-    for row, values in means.iterrows():
-        cells = [
-            "–" if pd.isna(v) else f"{v:.4f}" + (f" ({n} seeds)" if n > 1 else "")
-            for v, n in zip(values, counts.loc[row], strict=True)
-        ]
-        lines.append(f"| {row} | " + " | ".join(_bold_row(values, cells)) + " |")
-    avg = means.mean().where(means.notna().all())
-    cells = ["–" if pd.isna(v) else f"{v:.4f}" for v in avg]
-    lines.append("| average | " + " | ".join(_bold_row(avg, cells)) + " |")
-    notes = "\nMean over seeds where several; average over datasets, '–' where a column lacks one.\n"
-    if len(lines) > 2 and lines[2].startswith("| prompts"):
-        notes += "Prompts: the prompt kinds of queries/passages in fine-tuning and encoding (ebae, ebar).\n"
-    return "\n".join(lines) + "\n" + notes
-
-
+# ---- deltas against `none`: per seed, and over seeds with pooled paired tests -----------------------
 def paired_tests(diffs: np.ndarray) -> tuple[float, float]:
     """(Wilcoxon signed-rank p, paired t-test p) of per-query differences; 1.0 when all are zero."""
     if len(diffs) == 0:
@@ -195,14 +373,17 @@ def paired_tests(diffs: np.ndarray) -> tuple[float, float]:
     return float(w), float(t)
 
 
+def _values(run: Run, qids: list[str], metric: str) -> np.ndarray:
+    try:
+        return np.array([run["per_query"][q][metric] for q in qids], dtype=float)  # (n,)
+    except KeyError:
+        raise DataError(f"{run['source']}: per-query values lack {metric!r}") from None
+
+
 def compare(run: Run, base: Run, metric: str) -> dict[str, Any]:
     """``run`` against ``base`` on the queries both scored: means, delta, wins/losses, p-values."""
     qids = sorted(set(run["per_query"]) & set(base["per_query"]))
-    try:
-        x = np.array([run["per_query"][q][metric] for q in qids], dtype=float)  # (n,)
-        y = np.array([base["per_query"][q][metric] for q in qids], dtype=float)  # (n,)
-    except KeyError:
-        raise DataError(f"{run['source']} or {base['source']}: per-query values lack {metric!r}") from None
+    x, y = _values(run, qids, metric), _values(base, qids, metric)
     d = x - y
     p_w, p_t = paired_tests(d)
     mean = lambda a: float(a.mean()) if len(a) else np.nan  # noqa: E731
@@ -214,81 +395,189 @@ def compare(run: Run, base: Run, metric: str) -> dict[str, Any]:
     }
 
 
+PARTNER = ["prompt_style", "seed", "stage", "negatives", "dataset", "split"]  # what a baseline run shares
+
+
 def deltas(
-    files_or_runs: Iterable[str | os.PathLike] | list[Run], metric: str = "ndcg@10", baseline: str = "none"
+    files_or_runs: Iterable[str | os.PathLike] | list[Run],
+    metric: str = "ndcg@10",
+    baseline: str = "none",
+    msmarco: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Each variant against the baseline run with the same (prompt_style, seed, dataset, split).
+    """Per seed: each variant against the baseline run with the same (prompt_style, seed, stage,
+    negatives, dataset, split); the metric is ``metric`` (MRR@10 on ``msmarco`` datasets).
 
     Runs with no such baseline run are listed in ``table.attrs["unmatched"]``.
     """
     runs = _runs(files_or_runs)
-    base = {tuple(r[k] for k in KEY[1:]): r for r in runs if r["variant"] == baseline}
+    base = {tuple(r[k] for k in PARTNER): r for r in runs if r["variant"] == baseline}
     order = variant_order(r["variant"] for r in runs)
     rows, unmatched = [], []
-    for r in sorted(runs, key=lambda r: (order.index(r["variant"]), *(r[k] for k in KEY[1:]))):
-        b = base.get(tuple(r[k] for k in KEY[1:]))
-        if r["variant"] != baseline and b is None:
+    for r in sorted(
+        runs,
+        key=lambda r: (
+            *_stage_rank(r["stage"], r["negatives"]),
+            order.index(r["variant"]),
+            *(r[k] for k in PARTNER),
+        ),
+    ):
+        if r["variant"] == baseline:
+            continue
+        b = base.get(tuple(r[k] for k in PARTNER))
+        if b is None:
             unmatched.append(r["source"])
-        elif r["variant"] != baseline:
-            rows.append(
-                {k: r[k] for k in [*KEY, *PROMPTS]}
-                | {"baseline": baseline, "metric": metric}
-                | compare(r, b, metric)
-            )
+            continue
+        m = headline_metric(r["dataset"], metric, msmarco)
+        rows.append(
+            {k: r[k] for k in [*KEY, *PROMPTS]} | {"baseline": baseline, "metric": m} | compare(r, b, m)
+        )
     cols = [*KEY, *PROMPTS, "baseline", "metric", "n_queries", "baseline_mean", "variant_mean", "delta"]
     table = pd.DataFrame(rows, columns=[*cols, "wins", "losses", "wilcoxon_p", "ttest_p"])
     table.attrs["unmatched"] = unmatched
     return table
 
 
-def deltas_markdown(table: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "none") -> str:
-    head = (
-        "| variant | prompts q/p | prompt_style | seed | dataset | split | n | base mean | mean | delta | W/L "
-        "| Wilcoxon p | t-test p |"
+FAMILY = ["prompt_style", "stage", "negatives", "dataset", "split", "metric"]  # one block of deltas.md
+
+
+def delta_summary(
+    files_or_runs: Iterable[str | os.PathLike] | list[Run],
+    metric: str = "ndcg@10",
+    baseline: str = "none",
+    msmarco: Sequence[str] = ("msmarco",),
+) -> pd.DataFrame:
+    """Over seeds: each variant against the baseline at the same (prompt_style, stage, negatives, dataset,
+    split), on the seeds both have.
+
+    - ``delta``, ``delta_ci``: the mean over seeds of the per-seed delta (mean over the queries both runs
+      of that seed scored) and the half-width of its 95% t-interval over seeds (NaN with one seed);
+    - ``wilcoxon_p``, ``ttest_p``: paired tests over the queries every paired run scored, each query's
+      difference first averaged over the seeds (the query is the unit; pooling the seed x query pairs
+      would count a query once per seed and overstate the evidence); ``wins`` / ``losses`` count those
+      averaged differences;
+    - ``*_holm``: Holm's adjustment across the variants compared in one family (one dataset at one
+      stage, prompt style and negatives kind: the rows of one block of ``deltas.md``), ``family_size``.
+    """
+    runs = _runs(files_or_runs)
+    per_seed = deltas(runs, metric, baseline, msmarco)
+    by_key = {tuple(r[k] for k in KEY): r for r in runs}
+    rows = []
+    group_cols = ["variant", *PROMPTS, *FAMILY]
+    for key, g in per_seed.groupby(group_cols, sort=False):
+        labels = dict(zip(group_cols, key, strict=True))
+        pairs = []
+        for seed in sorted(g["seed"]):
+            run_key = {k: labels[k] for k in KEY if k in labels} | {"seed": seed}
+            run = by_key[tuple(run_key[k] for k in KEY)]
+            base = by_key[tuple((run_key | {"variant": baseline})[k] for k in KEY)]
+            pairs.append((run, base))
+        common = sorted(set.intersection(*(set(r["per_query"]) & set(b["per_query"]) for r, b in pairs)))
+        d = (
+            np.mean(
+                [
+                    _values(r, common, labels["metric"]) - _values(b, common, labels["metric"])
+                    for r, b in pairs
+                ],
+                axis=0,
+            )
+            if common
+            else np.array([])
+        )
+        p_w, p_t = paired_tests(d)
+        delta, ci, n = mean_ci(g["delta"])
+        rows.append(
+            labels
+            | {
+                "baseline": baseline,
+                "n_seeds": n,
+                "n_queries": len(common),
+                "baseline_mean": float(g["baseline_mean"].mean()),
+                "variant_mean": float(g["variant_mean"].mean()),
+                "delta": delta,
+                "delta_ci": ci,
+                "wins": int((d > 0).sum()),
+                "losses": int((d < 0).sum()),
+                "wilcoxon_p": p_w,
+                "ttest_p": p_t,
+            }
+        )
+    cols = [
+        *group_cols,
+        "baseline",
+        "n_seeds",
+        "n_queries",
+        "baseline_mean",
+        "variant_mean",
+        "delta",
+        "delta_ci",
+    ]
+    cols += ["wins", "losses", "wilcoxon_p", "wilcoxon_p_holm", "ttest_p", "ttest_p_holm", "family_size"]
+    table = pd.DataFrame(rows, columns=[c for c in cols if not c.endswith(("_holm", "family_size"))])
+    for test in ("wilcoxon_p", "ttest_p"):
+        table[f"{test}_holm"] = np.nan
+    table["family_size"] = 0
+    for _, g in table.groupby(FAMILY, sort=False):
+        table.loc[g.index, "wilcoxon_p_holm"] = holm(g["wilcoxon_p"].to_numpy())
+        table.loc[g.index, "ttest_p_holm"] = holm(g["ttest_p"].to_numpy())
+        table.loc[g.index, "family_size"] = int(g["wilcoxon_p"].notna().sum())
+    table = table[cols]
+    unmatched = sorted(
+        {
+            (r["variant"], r["stage"], r["negatives"])
+            for r in runs
+            if r["source"] in set(per_seed.attrs["unmatched"])
+        }
     )
-    lines = [f"{metric}: each variant against `{baseline}`\n", head, "|---" * 13 + "|"]
+    table.attrs["unmatched"] = unmatched
+    table.attrs["unmatched_files"] = per_seed.attrs["unmatched"]
+    return table
+
+
+def _p(p: float) -> str:
+    return "–" if pd.isna(p) else f"{p:.3g}"
+
+
+def deltas_markdown(table: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "none") -> str:
+    several_negatives = table.loc[table["stage"] == "finetuned", "negatives"].nunique() > 1
+    several_styles = table["prompt_style"].nunique() > 1
+    head = (
+        "| stage | variant | prompts q/p | dataset | metric | seeds | queries | base mean | mean | Δ ± 95% CI (seeds) "
+        "| W/L | Wilcoxon p | Holm | t-test p | Holm |"
+    )
+    lines = [
+        f"Each variant against `{baseline}` at the same stage (and prompt style, negatives), per dataset\n",
+        head,
+        "|---" * 15 + "|",
+    ]
     for r in table.itertuples():
         prompts = "-" if r.query_prompt == "-" else f"{r.query_prompt}/{r.passage_prompt}"
+        name = r.variant + (f" [{r.prompt_style}]" if several_styles else "")
+        dataset = r.dataset + ("" if r.split in ("-", "test") else f"/{r.split}")
+        delta = f"{r.delta:+.4f}" + ("" if pd.isna(r.delta_ci) else f" ± {r.delta_ci:.4f}")
         lines.append(
-            f"| {r.variant} | {prompts} | {r.prompt_style} | {r.seed} | {r.dataset} | {r.split} | {r.n_queries} | "
-            f"{r.baseline_mean:.4f} | {r.variant_mean:.4f} | {r.delta:+.4f} | {r.wins}/{r.losses} | "
-            f"{r.wilcoxon_p:.3g} | {r.ttest_p:.3g} |"
+            f"| {stage_label(r.stage, r.negatives, several_negatives)} | {name} | {prompts} | {dataset} | {r.metric} "
+            f"| {r.n_seeds} | {r.n_queries} | {r.baseline_mean:.4f} | {r.variant_mean:.4f} | {delta} "
+            f"| {r.wins}/{r.losses} | {_p(r.wilcoxon_p)} | {_p(r.wilcoxon_p_holm)} | {_p(r.ttest_p)} | {_p(r.ttest_p_holm)} |"
         )
-    lines.append(
-        "\nPaired over the queries both runs scored; Wilcoxon signed-rank (two-sided, zsplit) and paired"
-        " t-test; no multiple-comparison correction."
-    )
+    lines += [
+        "",
+        "Δ: the mean over seeds of each seed's paired delta (variant − baseline over the queries both scored),"
+        " ± the half-width of its 95% t-interval over seeds (one seed: no interval).",
+        "Tests: over queries, each query's difference averaged over the seeds first (a query counts once);"
+        " Wilcoxon signed-rank (two-sided, zsplit: ties kept) and paired t-test. Holm: adjusted across the"
+        " variants compared on one dataset at one stage (the rows that share stage and dataset here).",
+        "Per seed, uncorrected: deltas_per_seed.csv.",
+    ]
     if table.attrs.get("unmatched"):
-        lines.append("\nNo baseline run with the same (prompt_style, seed, dataset, split) for: ")
-        lines[-1] += ", ".join(table.attrs["unmatched"])
+        names = [f"{v} ({stage_label(s, n, True)})" for v, s, n in table.attrs["unmatched"]]
+        lines.append(
+            f"\nNot compared (no `{baseline}` run at the same stage, prompt style and seed): "
+            + ", ".join(names)
+        )
     return "\n".join(lines) + "\n"
 
 
 # ---- cost: Snakemake benchmarks, the launcher's job records, encoding throughput -------------------
-# The grid's paths carry the system: .../llara/{prompt_style}/{variant}/seed{seed}[/...] for LLaRA,
-# .../baseline/{name}[/...] for baselines; benchmarks live under .../benchmarks/{stage}/<system>...
-LLARA_PATH = re.compile(
-    r"(?:^|/)llara/(?P<prompt_style>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)(?=[/.]|$)"
-)
-BASELINE_PATH = re.compile(r"(?:^|/)baseline/(?P<variant>[^/.]+)(?=[/.]|$)")
-STAGE_PATH = re.compile(r"(?:^|/)benchmarks/(?P<stage>[^/]+)/")
-SYSTEM = ["variant", "prompt_style", "seed"]
-COST_STAGES = ("adapt", "finetune")
-
-
-def path_labels(path: str | os.PathLike) -> dict[str, Any]:
-    """{variant, prompt_style, seed} from a grid path (the last system segment in it); DataError if none."""
-    text = Path(path).as_posix()
-    found = list(LLARA_PATH.finditer(text))
-    if found:
-        m = found[-1]
-        return {"variant": m["variant"], "prompt_style": m["prompt_style"], "seed": int(m["seed"])}
-    found = list(BASELINE_PATH.finditer(text))
-    if found:
-        return {"variant": found[-1]["variant"], "prompt_style": "-", "seed": -1}
-    raise DataError(f"{path}: no llara/<style>/<variant>/seed<N> or baseline/<name> in the path")
-
-
 def _number(value: Any) -> float | None:
     try:
         x = float(value)
@@ -320,9 +609,11 @@ def load_benchmark(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: not a readable Snakemake benchmark ({exc})") from None
     cpu_s = _number(row.get("cpu_time"))
+    labels = path_labels(path)
     rec = {
-        "stage": m["stage"],
-        **path_labels(path),
+        **labels,
+        "stage": m["stage"],  # the job's stage (adapt, finetune, encode_corpus...)
+        "system_stage": labels["stage"],  # the system's (zeroshot, finetuned, -) from the path
         "wall_hours": wall_s / 3600,
         "cpu_hours": None if cpu_s is None else cpu_s / 3600,
         "max_rss_mb": _number(row.get("max_rss")),
@@ -355,8 +646,8 @@ def load_benchmark(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def encode_throughput(meta_files: Iterable[str | os.PathLike]) -> dict[tuple, float]:
-    """(variant, prompt_style, seed) -> corpus passages per second: rows / seconds summed over the
-    shards and datasets (encoding only; model loading excluded; per job, not per machine)."""
+    """(variant, prompt_style, seed, stage, negatives) -> corpus passages per second: rows / seconds
+    summed over the shards and datasets (encoding only; model loading excluded; per job, not per machine)."""
     rows: dict[tuple, list[float]] = {}
     for f in meta_files:
         try:
@@ -377,10 +668,13 @@ def cost_table(
     encode_meta: Iterable[str | os.PathLike] = (),
     metric: str = "ndcg@10",
 ) -> pd.DataFrame:
-    """One row per system (variant, prompt_style, seed) that has metrics: its prompt kinds, the mean
-    of ``metric`` over datasets, and per stage (adapt, finetune) ``<stage>_gpu_hours``,
+    """One row per system (variant, prompt_style, seed, stage, negatives) that has metrics: its prompt
+    kinds, the mean of ``metric`` over datasets, and per stage (adapt, finetune) ``<stage>_gpu_hours``,
     ``<stage>_cpu_hours``, ``<stage>_wall_hours``, ``<stage>_max_rss_mb``, ``<stage>_cost_source``;
-    ``encode_passages_per_s``. Benchmarks of other stages are ignored here (they stay in their TSVs)."""
+    ``encode_passages_per_s``. An adaptation benchmark counts for every stage of its model (zero-shot and
+    fine-tuned rows); a fine-tuning benchmark for the fine-tuned row with its negatives (a path without
+    a stage segment: every row of the model but zero-shot). Benchmarks of other stages are ignored here
+    (they stay in their TSVs)."""
     systems: dict[tuple, dict[str, Any]] = {}
     for r in runs:
         key = tuple(r[k] for k in SYSTEM)
@@ -391,20 +685,19 @@ def cost_table(
         b = load_benchmark(f)
         if b["stage"] not in COST_STAGES:
             continue
-        key = tuple(b[k] for k in SYSTEM)
-        if key not in systems:
-            continue  # a system not in these metrics (e.g. a variant left out of the grid)
-        row = systems[key]
-        for field in ("gpu_hours", "cpu_hours", "wall_hours", "max_rss_mb", "gpus"):
-            name = f"{b['stage']}_{field}"
-            old = row.get(name)
-            if field == "max_rss_mb" or field == "gpus":
-                row[name] = b[field] if old is None else max(old, b[field] or 0)
-            else:  # several benchmarks of one stage (shards): hours add up
-                row[name] = b[field] if old is None or b[field] is None else old + b[field]
-        row[f"{b['stage']}_cost_source"] = b["cost_source"]
-        if b["note"] and b["cost_source"] != "benchmark+launcher":
-            row[f"{b['stage']}_note"] = b["note"]
+        for key, row in systems.items():
+            if not _charged(b, dict(zip(SYSTEM, key, strict=True))):
+                continue  # another system, or a system not in these metrics (a variant left out of the grid)
+            for field in ("gpu_hours", "cpu_hours", "wall_hours", "max_rss_mb", "gpus"):
+                name = f"{b['stage']}_{field}"
+                old = row.get(name)
+                if field == "max_rss_mb" or field == "gpus":
+                    row[name] = b[field] if old is None else max(old, b[field] or 0)
+                else:  # several benchmarks of one stage (shards): hours add up
+                    row[name] = b[field] if old is None or b[field] is None else old + b[field]
+            row[f"{b['stage']}_cost_source"] = b["cost_source"]
+            if b["note"] and b["cost_source"] != "benchmark+launcher":
+                row[f"{b['stage']}_note"] = b["note"]
     speed = encode_throughput(encode_meta)
     datasets = {d for row in systems.values() for d in row.get("_values", {})}
     out = []
@@ -419,8 +712,21 @@ def cost_table(
         cols += [f"{stage}_cost_source", f"{stage}_note"]
     order = variant_order(r["variant"] for r in out)
     table = pd.DataFrame(out, columns=cols)
-    table["_o"] = table["variant"].map(order.index)
+    table["_o"] = [
+        (r["stage"] == "-", _stage_rank(r["stage"], r["negatives"]), order.index(r["variant"])) for r in out
+    ]
     return table.sort_values(["_o", "prompt_style", "seed"], ignore_index=True).drop(columns="_o")
+
+
+def _charged(bench: dict[str, Any], system: dict[str, Any]) -> bool:
+    """Whether a benchmark's job is part of a system's cost (see :func:`cost_table`)."""
+    if any(bench[k] != system[k] for k in ("variant", "prompt_style", "seed")):
+        return False
+    if bench["stage"] == "adapt":
+        return True
+    if system["stage"] == "zeroshot":
+        return False
+    return bench["negatives"] == "-" or system["negatives"] in ("-", bench["negatives"])
 
 
 def uses_gpus(cost: pd.DataFrame) -> bool:
@@ -440,11 +746,26 @@ def cost_markdown(cost: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "
     numeric = [c for c in cost.columns if c.endswith(("_hours", "_per_s", "_mb")) or c == metric]
     df = cost.copy()
     df[numeric] = df[numeric].astype(float)
-    g = df.groupby(["variant", "prompt_style"], sort=False)
+    for col in ("stage", "negatives"):  # tables written before the stage axis
+        if col not in df:
+            df[col] = "-"
+    group = ["variant", "prompt_style", "stage", "negatives"]
+    g = df.groupby(group, sort=False)
     mean = g[numeric].mean()
     seeds = g.size()
     prompts = g.apply(prompt_label, include_groups=False) if len(df) else pd.Series(dtype=str)
     base = mean.loc[mean.index.get_level_values("variant") == baseline]
+    several_negatives = df.loc[df["stage"] == "finetuned", "negatives"].nunique() > 1
+
+    def reference(style, stage, negatives):
+        """The baseline's metric at the same prompt style, stage and negatives; for systems without a
+        style (baselines): the only baseline row (fine-tuned, when it has a zero-shot one too)."""
+        if (baseline, style, stage, negatives) in base.index:
+            return base.loc[(baseline, style, stage, negatives), metric]
+        if style != "-":
+            return np.nan
+        rows = base if len(base) == 1 else base[base.index.get_level_values("stage") == "finetuned"]
+        return rows[metric].iloc[0] if len(rows) == 1 else np.nan
 
     def hours(row, stage):
         h = row[f"{stage}_gpu_hours"] if gpu else row[f"{stage}_cpu_hours"]
@@ -469,17 +790,15 @@ def cost_markdown(cost: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "
         "| " + " | ".join(head) + " |",
         "|---" * len(head) + "|",
     ]
-    for (variant, style), row in mean.iterrows():
+    for (variant, style, stage, negatives), row in mean.iterrows():
         name = variant + ("" if style == "-" else f" [{style}]")
-        if seeds[(variant, style)] > 1:
-            name += f" ({seeds[(variant, style)]} seeds)"
+        if stage != "-":
+            name += f" {stage_label(stage, negatives, several_negatives)}"
+        if seeds[(variant, style, stage, negatives)] > 1:
+            name += f" ({seeds[(variant, style, stage, negatives)]} seeds)"
         adapt_h, adapt_text = hours(row, "adapt") if "adapt_gpu_hours" in row else (np.nan, "–")
         _, ft_text = hours(row, "finetune") if "finetune_gpu_hours" in row else (np.nan, "–")
-        if style != "-" and (baseline, style) in base.index:
-            ref = base.loc[(baseline, style), metric]
-        else:
-            ref = base[metric].iloc[0] if len(base) == 1 else np.nan
-        delta = row[metric] - ref
+        delta = row[metric] - reference(style, stage, negatives)
         per = delta / adapt_h if variant != baseline and style != "-" and adapt_h and adapt_h > 0 else np.nan
         speed = row["encode_passages_per_s"]
         lines.append(
@@ -487,9 +806,9 @@ def cost_markdown(cost: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "
             + " | ".join(
                 [
                     name,
-                    prompts.get((variant, style), "-"),
+                    prompts.get((variant, style, stage, negatives), "-"),
                     adapt_text if style != "-" else "–",
-                    ft_text if style != "-" else "–",
+                    ft_text if style != "-" and stage != "zeroshot" else "–",
                     "–" if pd.isna(speed) else f"{speed:.1f}",
                     "–" if pd.isna(row[metric]) else f"{row[metric]:.4f}",
                     "–" if variant == baseline or pd.isna(delta) else f"{delta:+.4f}",
@@ -526,20 +845,35 @@ def cost_markdown(cost: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(means: pd.DataFrame, path: str | os.PathLike, metric: str = "ndcg@10") -> Path:
+def bar_chart(table: pd.DataFrame, path: str | os.PathLike, metric: str = "ndcg@10") -> Path:
+    """The main table as grouped bars (one group per column, one bar per system) with the 95% CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.4 * means.size + 1), 3.5))
-    width = 0.8 / max(1, len(means.columns))
-    xs = np.arange(len(means))
-    for i, col in enumerate(means.columns):
-        ax.bar(xs + (i - (len(means.columns) - 1) / 2) * width, means[col].to_numpy(), width, label=col)
-    ax.set_xticks(xs, list(means.index), rotation=30, ha="right")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize="small", ncols=min(5, len(means.columns)), loc="lower center", bbox_to_anchor=(0.5, 1))
+    columns = table.attrs.get("columns") or list(dict.fromkeys(table["column"]))
+    several_negatives = table.loc[table["stage"] == "finetuned", "negatives"].nunique() > 1
+    systems = list(table.groupby(SYSTEM_KEY, sort=False))
+    several_styles = table.loc[table["prompt_style"] != "-", "prompt_style"].nunique() > 1
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(columns) * len(systems) + 1), 3.8))
+    width = 0.8 / max(1, len(systems))
+    xs = np.arange(len(columns))
+    for i, ((variant, style, stage, negatives), g) in enumerate(systems):
+        cells = g.set_index("column").reindex(columns)
+        label = variant + (f" [{style}]" if several_styles and style != "-" else "")
+        label += "" if stage == "-" else f" ({stage_label(stage, negatives, several_negatives)})"
+        ax.bar(
+            xs + (i - (len(systems) - 1) / 2) * width,
+            cells["mean"].to_numpy(dtype=float),
+            width,
+            yerr=cells["ci"].to_numpy(dtype=float),
+            capsize=2,
+            label=label,
+        )
+    ax.set_xticks(xs, columns, rotation=30, ha="right")
+    ax.set_ylabel(f"{metric} (MS MARCO: its own metric)" if any(" " in c for c in columns) else metric)
+    ax.legend(fontsize="x-small", ncols=min(4, len(systems)), loc="lower center", bbox_to_anchor=(0.5, 1))
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -553,30 +887,42 @@ def write_tables(
     baseline: str = "none",
     benchmarks: Sequence[str | os.PathLike] = (),
     encode_meta: Sequence[str | os.PathLike] = (),
+    msmarco: Sequence[str] = ("msmarco",),
+    cost: bool = False,
 ) -> dict[str, Path]:
     """Write every table and the chart into ``output_dir``; returns {name: path}. ``cost.csv`` and
-    ``cost.md`` are written when ``benchmarks`` or ``encode_meta`` are given."""
+    ``cost.md`` are written when ``benchmarks`` or ``encode_meta`` are given, or with ``cost`` (a grid
+    of baselines only has no job to count)."""
     out, stem = Path(output_dir), metric.replace("@", "")
     runs = load_runs(files)
     long = long_table(runs)
-    means, counts = wide_table(long, metric)
-    delta = deltas(runs, metric, baseline)
-    paths = {
-        n: out / n
-        for n in ["long.csv", "long.parquet", f"{stem}.md", f"{stem}.png", "deltas.csv", "deltas.md"]
-    }
+    summary = summary_table(long, metric, msmarco)
+    per_seed = deltas(runs, metric, baseline, msmarco)
+    delta = delta_summary(runs, metric, baseline, msmarco)
+    names = [
+        "long.csv",
+        "long.parquet",
+        f"{stem}.md",
+        f"{stem}.png",
+        "summary.csv",
+        "deltas.csv",
+        "deltas.md",
+    ]
+    paths = {n: out / n for n in [*names, "deltas_per_seed.csv"]}
     atomic_write_text(paths["long.csv"], long.to_csv(index=False))
     with atomic_path(paths["long.parquet"], suffix=".parquet") as tmp:
         long.to_parquet(tmp, index=False)
-    atomic_write_text(paths[f"{stem}.md"], wide_markdown(means, counts, metric))
-    bar_chart(means, paths[f"{stem}.png"], metric)
+    atomic_write_text(paths[f"{stem}.md"], main_markdown(summary, metric))
+    atomic_write_text(paths["summary.csv"], summary.to_csv(index=False))
+    bar_chart(summary, paths[f"{stem}.png"], metric)
     atomic_write_text(paths["deltas.csv"], delta.to_csv(index=False))
     atomic_write_text(paths["deltas.md"], deltas_markdown(delta, metric, baseline))
-    if benchmarks or encode_meta:
-        cost = cost_table(runs, benchmarks, encode_meta, metric)
+    atomic_write_text(paths["deltas_per_seed.csv"], per_seed.to_csv(index=False))
+    if cost or benchmarks or encode_meta:
+        table = cost_table(runs, benchmarks, encode_meta, metric)
         paths |= {n: out / n for n in ("cost.csv", "cost.md")}
-        atomic_write_text(paths["cost.csv"], cost.to_csv(index=False))
-        atomic_write_text(paths["cost.md"], cost_markdown(cost, metric, baseline))
+        atomic_write_text(paths["cost.csv"], table.to_csv(index=False))
+        atomic_write_text(paths["cost.md"], cost_markdown(table, metric, baseline))
     return paths
 
 
@@ -589,26 +935,40 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llara.tables", description="Metrics JSONs -> result tables.")
     p.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics JSONs from llara.score")
     p.add_argument("--output-dir", required=True, type=Path)
-    p.add_argument("--metric", default="ndcg@10", help="metric of the wide table, chart and deltas")
+    p.add_argument("--metric", default="ndcg@10", help="metric of the main table, chart and deltas")
     p.add_argument("--baseline", default="none", help="variant the deltas are taken against")
+    p.add_argument(
+        "--msmarco",
+        nargs="*",
+        default=["msmarco"],
+        help="datasets reported as MS MARCO: MRR@10 and Recall@1000 beside the average, not in it",
+    )
     p.add_argument(
         "--benchmarks",
         nargs="*",
-        default=[],
+        default=None,
         type=Path,
-        help="Snakemake benchmark TSVs under benchmarks/<stage>/<system>... (job records beside them are read)",
+        help="Snakemake benchmark TSVs under benchmarks/<stage>/<system>... (job records beside them are "
+        "read); given, even with no file: cost.csv and cost.md are written",
     )
     p.add_argument(
         "--encode-meta",
         nargs="*",
-        default=[],
+        default=None,
         type=Path,
         help="corpus shard .meta.json files of llara.encode",
     )
     args = p.parse_args(argv)
     try:
         paths = write_tables(
-            args.metrics, args.output_dir, args.metric, args.baseline, args.benchmarks, args.encode_meta
+            args.metrics,
+            args.output_dir,
+            args.metric,
+            args.baseline,
+            args.benchmarks or [],
+            args.encode_meta or [],
+            args.msmarco,
+            cost=args.benchmarks is not None or args.encode_meta is not None,
         )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -62,8 +62,33 @@ def test_config_without_prompts_gets_the_default_prompts():
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
 def test_shipped_configs_use_the_default_prompts(name):
     cfg = yaml.safe_load((REPO / "config" / name).read_text())
+    if "grid" not in cfg:  # released checkpoints only: EBAR queries, EBAE passages, as the released code
+        assert cfg["checkpoints"] and all(
+            (c["query_prompt"], c["passage_prompt"]) == ("ebar", "ebae") for c in cfg["checkpoints"].values()
+        )
+        return
     assert cfg["grid"]["prompts"] == choices.DEFAULT_PROMPTS
     assert set(cfg["grid"]["variants"]) <= set(choices.VARIANTS)
+
+
+def test_schema_stages_and_negatives_are_what_the_tables_read():
+    """llara.tables reads the stage and the negatives off the grid's paths: the names must agree."""
+    from llara import tables
+
+    grid = PROPS["grid"]["properties"]
+    assert tuple(grid["stages"]["items"]["enum"]) == tables.STAGES
+    negatives = PROPS["finetune"]["properties"]["data"]["properties"]["negatives"]["oneOf"]
+    assert tuple(negatives[0]["enum"]) == tuple(negatives[1]["items"]["enum"]) == tables.NEGATIVES
+    ckpt = PROPS["checkpoints"]["additionalProperties"]["properties"]
+    assert (
+        tuple(ckpt["stage"]["enum"]) == tables.STAGES and tuple(ckpt["negatives"]["enum"]) == tables.NEGATIVES
+    )
+    assert sorted(ckpt["prompt_style"]["enum"]) == sorted(choices.PROMPT_STYLES)
+    assert (
+        sorted(ckpt["query_prompt"]["enum"])
+        == sorted(ckpt["passage_prompt"]["enum"])
+        == sorted(choices.KINDS)
+    )
 
 
 def dry_run(tmp_path: Path, target: str) -> subprocess.CompletedProcess:
@@ -79,10 +104,16 @@ def dry_run(tmp_path: Path, target: str) -> subprocess.CompletedProcess:
 def test_wildcard_constraints_come_from_choices(tmp_path):
     """Any variant of llara.choices is a valid target (even one the config's grid leaves out); a name
     outside it matches no rule."""
-    ok = dry_run(tmp_path, "results/metrics/llara/released/ebar/seed0/synthetic/test.json")
+    ok = dry_run(tmp_path, "results/metrics/llara/released/ebar/seed0/finetuned/dense/synthetic/test.json")
     assert ok.returncode == 0, ok.stderr[-2000:]
     shown = ok.stdout + ok.stderr
     assert "rule finetune:" in shown and "--query_prompt ebar --passage_prompt ebar" in shown
-    bad = dry_run(tmp_path, "results/metrics/llara/released/both/seed0/synthetic/test.json")
-    assert bad.returncode != 0
-    assert "No rule to produce results/metrics/llara/released/both/seed0" in bad.stdout + bad.stderr
+    assert "rule mine_dense:" in shown  # a negatives kind the config's axis leaves out is a target too
+    for bad_target in (
+        "results/metrics/llara/released/both/seed0/zeroshot/synthetic/test.json",  # no such variant
+        "results/metrics/llara/released/ebar/seed0/pretrained/synthetic/test.json",  # no such stage
+        "results/metrics/llara/released/ebar/seed0/finetuned/ance/synthetic/test.json",  # no such negatives
+    ):
+        bad = dry_run(tmp_path, bad_target)
+        assert bad.returncode != 0
+        assert f"No rule to produce {bad_target}" in bad.stdout + bad.stderr

@@ -157,3 +157,20 @@ def test_cli_non_utf8_run_and_output_to_stdout(tmp_path, capsys, monkeypatch):
     rows = [json.loads(line) for line in captured.out.splitlines()]
     assert len(rows) == 5 and rows[0]["query_id"] == "q0"
     assert " rows (" in captured.err  # the summary goes to stderr
+
+
+def test_cli_none_writes_every_query_with_no_negatives(tmp_path):
+    """--negatives none: the grid's in-batch-only arm (fine-tuned with --group_size 1)."""
+    root = write_beir(tmp_path / "beir")
+    out = tmp_path / "train.jsonl"
+    assert mine_mod.main(["--beir-dir", str(root), "--negatives", "none", "--output", str(out)]) == 0
+    rows = read_jsonl(out)
+    assert [r["query_id"] for r in rows] == [f"q{i}" for i in range(5)]
+    assert all(r["neg"] == [] and r["neg_ids"] == [] for r in rows)
+    assert rows[4]["pos_ids"] == ["d4"]  # the score-0 judgement (d9) is not a positive
+    from llara.finetune import check_rows
+    from llara.rows import RowError
+
+    check_rows(rows, str(out), group_size=1)  # accepted for in-batch negatives only
+    with pytest.raises(RowError, match="no negatives but --group_size is 2"):
+        check_rows(rows, str(out), group_size=2)

@@ -24,8 +24,15 @@ DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
 def snakemake(
-    workdir: Path, config: dict | Path, *args: str, snakefile: Path = REPO / "Snakefile", timeout=600
+    workdir: Path,
+    config: dict | Path,
+    *args: str,
+    snakefile: Path = REPO / "Snakefile",
+    timeout=600,
+    merge: bool = False,
 ):
+    """Run Snakemake in ``workdir``; ``merge``: stderr into stdout, in the order a terminal shows them."""
+    workdir.mkdir(parents=True, exist_ok=True)
     if isinstance(config, dict):
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -42,6 +49,10 @@ def snakemake(
         str(config),
         *args,
     ]
+    if merge:
+        return subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, timeout=timeout
+        )
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
@@ -57,45 +68,184 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def expected_counts(cfg: dict) -> dict[str, int]:
+    """Jobs a config plans per rule, from its axes: models = variants x prompt styles x seeds, each
+    scored zero-shot and fine-tuned once per negatives kind; checkpoints and baselines beside them."""
+    grid = cfg.get("grid", {"variants": []})
+    models = (
+        len(grid["variants"]) * len(grid.get("prompt_styles", ["released"])) * len(grid.get("seeds", [0]))
+    )
+    stages = grid.get("stages", ["zeroshot", "finetuned"])
+    data = cfg.get("finetune", {}).get("data", {})
+    negatives = data.get("negatives", "bm25" if data.get("source") == "beir_train" else "file")
+    n_neg = 1 if isinstance(negatives, str) else len(negatives)
+    finetuned = models * n_neg if "finetuned" in stages else 0
+    systems = models * ("zeroshot" in stages) + finetuned
+    datasets = len(cfg["evaluate"]["datasets"])
+    baselines = cfg["evaluate"].get("baselines", {})
+    n_baselines = int(baselines.get("bm25", True)) + len(baselines.get("hf", {}))
+    return {
+        "adapt": models,
+        "finetune": finetuned,
+        "export_st": finetuned,
+        "score": systems * datasets,
+        "score_checkpoint": len(cfg.get("checkpoints", {})) * datasets,
+        "score_baseline": n_baselines * datasets,
+        "tables": 1,
+    }
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
 def test_every_shipped_config_plans(tmp_path, name):
     r = snakemake(tmp_path, REPO / "config" / name, "-n")
     assert r.returncode == 0, r.stderr[-3000:]
     counts = job_counts(r.stdout)
-    cfg = yaml.safe_load((REPO / "config" / name).read_text())
-    n_systems = len(cfg["grid"]["variants"]) * len(cfg["grid"]["prompt_styles"]) * len(cfg["grid"]["seeds"])
-    baselines = cfg["evaluate"].get("baselines", {})
-    n_baselines = int(baselines.get("bm25", True)) + len(baselines.get("hf", {}))
-    assert counts["adapt"] == counts["finetune"] == n_systems
-    assert counts["score"] == n_systems * len(cfg["evaluate"]["datasets"])
-    assert counts.get("score_baseline", 0) == n_baselines * len(cfg["evaluate"]["datasets"])
-    assert counts["tables"] == 1
+    want = expected_counts(yaml.safe_load((REPO / "config" / name).read_text()))
+    assert {rule: counts.get(rule, 0) for rule in want} == want
 
 
 def test_default_grid_job_counts(tmp_path):
     counts = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
-    # 4 variants + bm25 + minilm on 1 dataset; 4 LLaRA + 1 plain encoder are encoded; baselines have
-    # their own rules (paths results/<stage>/baseline/<name>/...), LLaRA systems llara/<style>/...
+    # 4 variants, each scored zero-shot (its adapted checkpoint) and fine-tuned (BM25 negatives), + bm25
+    # and minilm on 1 dataset; a sentence-transformers folder beside each fine-tuned checkpoint
     assert counts == {
         "synthetic": 1,
         "pretrain_pairs": 1,
         "base_model": 1,
-        "mine_negatives": 1,
+        "mine_bm25": 1,
         "adapt": 4,
         "finetune": 4,
-        "encode_corpus": 4,
+        "export_st": 4,
+        "encode_corpus": 8,
         "encode_corpus_baseline": 1,
-        "encode_queries": 4,
+        "encode_queries": 8,
         "encode_queries_baseline": 1,
-        "search": 4,
+        "search": 8,
         "search_baseline": 1,
         "bm25": 1,
-        "score": 4,
+        "score": 8,
         "score_baseline": 2,
         "tables": 1,
         "all": 1,
-        "total": 36,
+        "total": 56,
     }
+
+
+def shell_commands(r: subprocess.CompletedProcess) -> list[str]:
+    shown = r.stdout + r.stderr
+    assert r.returncode == 0, shown[-3000:]
+    return [line for line in shown.splitlines() if line.startswith("Shell command:")]
+
+
+def test_zero_shot_encodes_the_adapted_checkpoint_with_the_variant_prompts(tmp_path):
+    commands = shell_commands(snakemake(tmp_path, DEFAULT, "-n", "-p"))
+    encodes = [c for c in commands if "llara.encode " in c and "/ebae/seed0/" in c]
+    zeroshot = [c for c in encodes if "/zeroshot/" in c]
+    finetuned = [c for c in encodes if "/finetuned/bm25/" in c]
+    assert len(zeroshot) == len(finetuned) == 2  # corpus and queries
+    assert all("--model results/adapt/released/ebae/seed0/model " in c for c in zeroshot)
+    assert all("--model results/finetune/released/ebae/seed0/bm25/model " in c for c in finetuned)
+    assert all("--query-prompt ebae --passage-prompt ebae" in c for c in encodes)
+    (score,) = [c for c in commands if "llara.score " in c and "/ebae/seed0/zeroshot/" in c]
+    assert "--output results/metrics/llara/released/ebae/seed0/zeroshot/synthetic/test.json" in score
+    (st,) = [c for c in commands if "llara.st " in c and "/ebae/" in c]
+    assert st.endswith(
+        "python -m llara.st --model results/finetune/released/ebae/seed0/bm25/model --output "
+        "results/finetune/released/ebae/seed0/bm25/model-st --reference --overwrite > "
+        "logs/export_st/released/ebae/seed0/bm25.log 2>&1"
+    )
+
+
+def test_seeds_reach_adaptation_fine_tuning_and_mining(tmp_path):
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["grid"].update(variants=["none", "ebae"], seeds=[3, 7], stages=["finetuned"])
+    commands = shell_commands(snakemake(tmp_path, cfg, "-n", "-p"))
+    for seed in (3, 7):
+        (adapt,) = [c for c in commands if "llara.adapt " in c and f"/ebae/seed{seed}/" in c]
+        assert f"--seed {seed} " in adapt
+        (finetune,) = [c for c in commands if "llara.finetune " in c and f"/ebae/seed{seed}/" in c]
+        assert f"--seed {seed} " in finetune
+        assert f"--train_file results/finetune_data/bm25/seed{seed}/synthetic-train.jsonl " in finetune
+        (mine,) = [c for c in commands if "llara.mine " in c and f"/seed{seed}/" in c]
+        assert f"--negatives bm25 --num-negs 7 --depth 50 --seed {seed} " in mine
+
+
+def test_negatives_axis_crosses_the_variants(tmp_path):
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["grid"].update(variants=["none", "joint"])
+    cfg["finetune"]["data"]["negatives"] = ["bm25", "dense", "none"]
+    r = snakemake(tmp_path, cfg, "-n", "-p")
+    commands = shell_commands(r)
+    counts = job_counts(r.stdout)
+    assert counts["finetune"] == counts["export_st"] == 2 * 3
+    assert counts["mine_bm25"] == 1 and counts["no_negatives"] == 1 and counts["mine_dense"] == 2
+    # zero-shot scores (2) + fine-tuned scores (2 x 3); the train split is searched for dense mining only
+    assert counts["score"] == 8 and counts["search"] == 8 + 2
+    finetunes = {
+        c.split("--name finetune-released-")[1].split()[0]: c for c in commands if "llara.finetune " in c
+    }
+    assert "--group_size 8 " in finetunes["joint-0-bm25"] and "--group_size 8 " in finetunes["joint-0-dense"]
+    assert "--group_size 1 " in finetunes["joint-0-none"]  # in-batch negatives only
+    assert "--train_file results/finetune_data/none/synthetic-train.jsonl " in finetunes["joint-0-none"]
+    dense = "results/finetune_data/dense/llara/released/joint/seed0/synthetic-train.jsonl"
+    assert f"--train_file {dense} " in finetunes["joint-0-dense"]
+    (mine,) = [c for c in commands if f"--output {dense} " in c]
+    assert (
+        "--negatives run --run results/runs/llara/released/joint/seed0/zeroshot/synthetic/train.trec" in mine
+    )
+    (none,) = [c for c in commands if "--negatives none" in c]
+    assert "--seed" not in none  # nothing is sampled
+    (queries,) = [
+        c for c in commands if "llara.encode " in c and "/joint/seed0/zeroshot/synthetic/queries-train" in c
+    ]
+    assert "--model results/adapt/released/joint/seed0/model " in queries and "--split train " in queries
+    # a named encoder instead of each adapted model
+    cfg["finetune"]["data"]["dense_encoder"] = "minilm"
+    r = snakemake(tmp_path, cfg, "-n", "-p")
+    commands, counts = shell_commands(r), job_counts(r.stdout)
+    assert counts["mine_dense_encoder"] == 1 and "mine_dense" not in counts
+    assert any("--run results/runs/baseline/minilm/synthetic/train.trec" in c for c in commands)
+
+
+def test_paper_config_plans_msmarco_dev_sharded(tmp_path):
+    r = snakemake(tmp_path, REPO / "config" / "paper.yaml", "-n", "-p", "results/tables/ndcg10.md")
+    commands = shell_commands(r)
+    marco = [c for c in commands if "llara.encode " in c and "/msmarco/" in c and "--what corpus" in c]
+    assert len(marco) == 64 * 4 * 2  # 64 shards x 4 variants x (zero-shot, fine-tuned)
+    assert all("--num-shards 0064 " in c for c in marco)
+    scores = [c for c in commands if "llara.score " in c and "/msmarco/" in c]
+    assert all(
+        "--qrels resources/beir/msmarco/qrels/dev.tsv --dataset msmarco --split dev " in c for c in scores
+    )
+    small = [c for c in commands if "llara.encode " in c and "/scifact/" in c and "--what corpus" in c]
+    assert small and all("--num-shards 0001 " in c for c in small)
+
+
+def test_released_checkpoints_config_plans_no_training(tmp_path):
+    """config/released.yaml: the BAAI checkpoints through our encoder, prompts and lengths of their
+    cards, LLARA-pretrain as a zero-shot row; nothing is trained."""
+    r = snakemake(tmp_path, REPO / "config" / "released.yaml", "-n", "-p")
+    commands, counts = shell_commands(r), job_counts(r.stdout)
+    assert not {"adapt", "finetune", "base_model", "pretrain_pairs", "export_st"} & set(counts)
+    assert counts["score_checkpoint"] == 3 * 13 and counts["score_baseline"] == 13
+    encodes = [c for c in commands if "llara.encode " in c and "/scifact/" in c]
+    by = {
+        name: [c for c in encodes if f"--model BAAI/{name} " in c]
+        for name in ("LLARA-pretrain", "LLARA-passage", "LLARA-beir")
+    }
+    assert all(len(v) == 2 for v in by.values())  # corpus and queries
+    assert all(
+        "--encoder llara " in c and "--prompt-style released --query-prompt ebar --passage-prompt ebae" in c
+        for c in encodes
+    )
+    assert all("--max-length 160 --query-max-length 64" in c for c in by["LLARA-passage"])
+    assert all(
+        "results/encode/checkpoint/LLARA-pretrain/zeroshot/scifact/" in c for c in by["LLARA-pretrain"]
+    )
+    assert all("results/encode/checkpoint/LLARA-passage/finetuned/dense/" in c for c in by["LLARA-passage"])
+    assert all("results/encode/checkpoint/LLARA-beir/finetuned/bm25/" in c for c in by["LLARA-beir"])
+    (score,) = [c for c in commands if "llara.score " in c and "LLARA-beir/finetuned/bm25/scifact" in c]
+    assert "--model BAAI/LLARA-beir --variant LLARA-beir --query-prompt ebar --passage-prompt ebae" in score
 
 
 def test_no_ruleorder_and_every_heavy_rule_is_benchmarked():
@@ -136,6 +286,44 @@ def test_no_ruleorder_and_every_heavy_rule_is_benchmarked():
         ),  # fmt: skip
         (("finetune",), {"passage_prompt": "ebae"}, "grid.prompts.<variant>.passage"),
         (("evaluate", "baselines", "hf"), {"bm25": {"model": "x"}}, "the name bm25 is the BM25 baseline's"),
+        (("grid",), {"stages": ["zeroshot", "pretrained"]}, "pretrained"),
+        (("finetune", "data"), {"negatives": ["bm25", "ance"]}, "ance"),
+        (
+            ("finetune", "data"),
+            {"seed": 1},
+            "finetune.data.seed is gone: negatives are sampled with each grid seed (grid.seeds)",
+        ),
+        (
+            ("finetune", "data"),
+            {"negatives": "file"},
+            "finetune.data.negatives: file means the negatives a training file brings",
+        ),
+        (
+            ("finetune", "data"),
+            {"source": "jsonl", "path": "x.jsonl", "negatives": ["dense"]},
+            "finetune.data.negatives: dense mining searches a BEIR corpus",
+        ),
+        (
+            ("finetune", "data"),
+            {"negatives": ["dense"], "depth": 500},
+            "finetune.data.depth (500) is deeper than evaluate.top_k (100)",
+        ),
+        (
+            ("finetune", "data"),
+            {"negatives": ["dense"], "dense_encoder": "bge"},
+            "finetune.data.dense_encoder 'bge' is not a key of evaluate.baselines.hf (minilm)",
+        ),
+        (
+            ("evaluate", "datasets"),
+            {"zeroshot": {"source": "synthetic"}},
+            "evaluate.datasets.zeroshot: the name is a stage's",
+        ),
+        (
+            (),
+            {"checkpoints": {"ebae": {"model": "x", "stage": "zeroshot"}}},
+            "checkpoints.ebae: the name is a variant's",
+        ),
+        ((), {"checkpoints": {"x": {"model": "x", "stage": "adapted"}}}, "adapted"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, path, bad, message):
@@ -160,7 +348,11 @@ def test_untrained_prompts_are_allowed_for_none_and_reach_every_stage(tmp_path):
     commands = [line for line in shown.splitlines() if line.startswith("Shell command:")]
 
     def command(stage: str, variant: str) -> str:
-        (found,) = [c for c in commands if f"llara.{stage} " in c and f"/{variant}/seed0" in c]
+        (found,) = [
+            c
+            for c in commands
+            if f"llara.{stage} " in c and f"/{variant}/seed0" in c and "/zeroshot/" not in c
+        ]
         return found
 
     assert "--query_prompt ebae --passage_prompt ebar" in command("finetune", "none")
@@ -169,8 +361,21 @@ def test_untrained_prompts_are_allowed_for_none_and_reach_every_stage(tmp_path):
     assert "--query-prompt ebar --passage-prompt ebae" in command("score", "joint")
     assert "--query-prompt ebae --passage-prompt ebar" in command("score", "none")
     encodes = [c for c in commands if "llara.encode " in c and "/none/seed0/" in c]
-    assert len(encodes) == 2 and all("--query-prompt ebae --passage-prompt ebar" in c for c in encodes)
+    assert len(encodes) == 4 and all(
+        "--query-prompt ebae --passage-prompt ebar" in c for c in encodes
+    )  # 2 stages
     assert not any("--query-prompt" in c for c in commands if "baseline/" in c)  # baselines have none
+
+
+def test_a_grid_needs_its_training_sections(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "released.yaml").read_text())
+    cfg["grid"] = {"variants": ["none"]}
+    r = snakemake(tmp_path, cfg, "-n")
+    assert r.returncode != 0
+    assert (
+        "grid.variants is ['none'], but the config has no pretrain, base_model, adapt, finetune section"
+        in r.stderr + r.stdout
+    )
 
 
 def test_finetune_dataset_must_be_evaluated(tmp_path):
@@ -226,37 +431,62 @@ def micro_grid(tmp_path_factory):
     shutil.copytree(REPO / "llara", repo / "llara", ignore=shutil.ignore_patterns("__pycache__"))
     work = root / "work"
     work.mkdir()
-    r = snakemake(work, micro_config(), "--cores", "2", snakefile=repo / "Snakefile", timeout=900)
+    r = snakemake(work, micro_config(), "--cores", "2", snakefile=repo / "Snakefile", timeout=1200)
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-4000:])
-    return repo, work
+    return repo, work, r
 
 
 @pytest.mark.slow
 def test_micro_grid_runs_end_to_end_and_reruns_what_changed(micro_grid):
-    repo, work = micro_grid
+    repo, work, done = micro_grid
     long = pd.read_parquet(work / "results" / "tables" / "long.parquet")
     assert set(long["variant"]) == {"none", "ebae", "ebar", "joint", "bm25"}
+    stages = long[long.variant != "bm25"].groupby("stage")["variant"].nunique()
+    assert stages.to_dict() == {"finetuned": 4, "zeroshot": 4}  # both stages of every variant
+    assert set(long.loc[long.stage == "finetuned", "negatives"]) == {"bm25"}
     prompts = long.drop_duplicates("variant").set_index("variant")[["query_prompt", "passage_prompt"]]
     assert prompts.loc["ebae"].tolist() == ["ebae", "ebae"] and prompts.loc["bm25"].tolist() == ["-", "-"]
-    assert (work / "results" / "tables" / "ndcg10.md").read_text().count("|") > 10
+    main_table = (work / "results" / "tables" / "ndcg10.md").read_text()
+    assert (
+        "| ebae | zero-shot | ebae/ebae | 1 |" in main_table
+        and "| ebae | fine-tuned | ebae/ebae | 1 |" in main_table
+    )
+    # the last lines of the run: the main table and where the files are (after Snakemake's own lines)
+    tail = done.stdout.rstrip().splitlines()
+    start = max(
+        i for i, line in enumerate(tail) if line.startswith("Done. The main table (results/tables/ndcg10.md)")
+    )
+    assert main_table.strip() in "\n".join(tail[start:])
+    assert any(line.startswith(f"Tables: {work / 'results' / 'tables'}/") for line in tail[start:])
+    assert tail[-1] == "=" * 78
+    st = work / "results" / "finetune" / "released" / "joint" / "seed0" / "bm25" / "model-st"
+    assert (st / "README.md").exists() and not list(st.glob("*.safetensors"))  # a reference, no weights
     # cost: CPU-hours on this CPU-only machine, said in the header; every LLaRA system has its hours
     cost_md = (work / "results" / "tables" / "cost.md").read_text()
     assert "adaptation CPU-h / wall-h (no GPU: CPU-hours)" in cost_md and "GPU-h" not in cost_md
-    cost = pd.read_csv(work / "results" / "tables" / "cost.csv").set_index("variant")
-    llara = cost.loc[["none", "ebae", "ebar", "joint"]]
-    assert (llara["adapt_wall_hours"] > 0).all() and (llara["finetune_wall_hours"] > 0).all()
-    assert (llara["encode_passages_per_s"] > 0).all() and (llara["adapt_gpus"] == 0).all()
+    cost = pd.read_csv(work / "results" / "tables" / "cost.csv")
+    llara = cost[cost.variant.isin(["none", "ebae", "ebar", "joint"])]
+    assert len(llara) == 8 and (llara["adapt_wall_hours"] > 0).all() and (llara["adapt_gpus"] == 0).all()
+    assert (llara["encode_passages_per_s"] > 0).all()
+    finetuned = llara[llara.stage == "finetuned"]
+    assert (finetuned["finetune_wall_hours"] > 0).all() and llara.loc[
+        llara.stage == "zeroshot", "finetune_wall_hours"
+    ].isna().all()
     job = work / "results" / "benchmarks" / "adapt" / "llara" / "released" / "joint" / "seed0.job.json"
     assert '"source": "launcher"' in job.read_text()
     run = lambda cfg, *a: job_counts(snakemake(work, cfg, "-n", *a, snakefile=repo / "Snakefile").stdout)  # noqa: E731
 
     assert run(micro_config()) == {}  # nothing to do
 
-    # a fine-tuning value reruns fine-tuning and what follows it, not adaptation
+    # a fine-tuning value reruns fine-tuning and what follows it, not adaptation nor the zero-shot rows
     cfg = micro_config()
     cfg["finetune"]["learning_rate"] = 5e-4
     counts = run(cfg)
-    assert counts["finetune"] == 4 and "adapt" not in counts and "base_model" not in counts
+    assert (
+        counts["finetune"] == counts["export_st"] == 4
+        and "adapt" not in counts
+        and "base_model" not in counts
+    )
     assert counts["encode_corpus"] == 4 and counts["score"] == 4 and counts["tables"] == 1
 
     # switching the launcher (local -> debug) reruns nothing: launch options are resources, not params
@@ -272,9 +502,82 @@ def test_micro_grid_runs_end_to_end_and_reruns_what_changed(micro_grid):
     with open(repo / "llara" / "search.py", "a") as fh:
         fh.write("\n# a change to the search stage\n")
     counts = run(micro_config())
-    assert counts["search"] == 4 and counts["mine_negatives"] == 1 and counts["bm25"] == 1
+    assert counts["search"] == 8 and counts["mine_bm25"] == 1 and counts["bm25"] == 1
     assert "adapt" not in counts and "base_model" not in counts
 
     # -R and --until behave as Snakemake users expect
     counts = run(micro_config(), "--until", "adapt", "-R", "adapt")
     assert counts["adapt"] == 4 and "finetune" not in counts
+
+
+def baseline_only(tmp_path: Path, dataset: dict) -> dict:
+    """A config with no LLaRA grid: BM25 on one dataset (seconds)."""
+    return {
+        "synthetic": {
+            "seed": 0,
+            "n_articles": 40,
+            "n_corpus_articles": 10,
+            "n_train_queries": 6,
+            "n_test_queries": 6,
+        },
+        "evaluate": {"datasets": {"d": dataset}, "baselines": {"bm25": True}, "top_k": 10},
+        "launcher": {"cluster": "local", "poll_s": 0.2},
+    }
+
+
+def test_the_end_of_a_run_shows_the_table_or_the_failed_rule(tmp_path):
+    """onsuccess: the last lines (after Snakemake's own, stderr included) are the main table and where
+    the files are; onerror: which rule failed and the path of its log."""
+    ok = snakemake(
+        tmp_path / "ok", baseline_only(tmp_path, {"source": "synthetic"}), "--cores", "2", merge=True
+    )
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    table = (tmp_path / "ok" / "results" / "tables" / "ndcg10.md").read_text().strip()
+    assert "| bm25 | – | - | – |" in table
+    end = ok.stdout.split("Done. The main table (results/tables/ndcg10.md):")
+    assert len(end) == 2 and "Complete log" in end[0] and "Elapsed time" in end[0]  # Snakemake's come first
+    assert table in end[1] and f"Tables: {tmp_path / 'ok' / 'results' / 'tables'}/" in end[1]
+    assert end[1].rstrip().splitlines()[-1] == "=" * 78
+    config = baseline_only(tmp_path, {"source": "path", "path": str(tmp_path / "missing")})
+    bad = snakemake(tmp_path / "bad", config, "--cores", "1", merge=True)
+    assert bad.returncode != 0
+    end = bad.stdout.split("The grid failed: 1 job.")
+    assert len(end) == 2 and "Complete log" in end[0]
+    lines = end[1].rstrip().splitlines()
+    log = tmp_path / "bad" / "logs" / "bm25" / "d" / "test.log"
+    assert lines[1:3] == ["  rule bm25 (dataset=d, split=test)", f"    log: {log}"]
+    last = [line for line in log.read_text().splitlines() if line.strip()][-1]
+    assert f"    | {last}" in lines and "missing" in last  # the log's tail: the error itself
+    assert lines[-1] == "=" * 78
+
+
+def test_failed_jobs_are_read_from_snakemake_logs():
+    sys.path.insert(0, str(REPO / "workflow"))
+    from run_end import failed_jobs
+
+    log = """rule finetune:
+    output: results/finetune/released/ebae/seed0/bm25/model
+    log: logs/finetune/released/ebae/seed0/bm25.log
+    jobid: 7
+    wildcards: style=released, variant=ebae, seed=0, negatives=bm25
+[Sun Nov 29 19:03:30 2026]
+localrule tables:
+    log: logs/tables.log
+    jobid: 1
+Error in rule finetune:
+    message: None
+    jobid: 7
+    log: logs/finetune/released/ebae/seed0/bm25.log (check log file(s) for error details)
+    shell:
+        python -m llara.finetune ...
+MissingOutputException in rule tables in file "/x/workflow/rules/report.smk", line 10:
+Job 1  completed successfully, but some output files are missing.
+Error in rule finetune:
+    jobid: 7
+"""
+    assert failed_jobs(log) == [
+        {"rule": "finetune", "jobid": "7", "log": "logs/finetune/released/ebae/seed0/bm25.log",
+         "wildcards": "style=released, variant=ebae, seed=0, negatives=bm25"},
+        {"rule": "tables", "jobid": "1", "log": "logs/tables.log"},
+    ]  # fmt: skip
+    assert failed_jobs("rule a:\n    jobid: 1\nFinished jobid: 1\n") == []

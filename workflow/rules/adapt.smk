@@ -1,4 +1,5 @@
-# Adaptation: one model per (prompt style, variant, seed). `none` passes the base model through.
+# Adaptation: one model per (prompt style, variant, seed). `none` passes the base model through (with the
+# prompts' slot tokens added). The seed wildcard is the adaptation seed.
 
 
 rule adapt:
@@ -10,7 +11,7 @@ rule adapt:
     params:
         base=base_model_path(),
         train=lambda wc: "" if wc.variant == "none" else "--train_file results/pairs/pairs.jsonl",
-        args=flags(config["adapt"]),
+        args=flags(config.get("adapt", {})),
         code=code_version("adapt"),
     resources:
         launch=job_name("adapt"),

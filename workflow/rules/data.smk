@@ -36,7 +36,7 @@ rule pretrain_pairs:
         "results/pairs/pairs.jsonl",
     params:
         source=pretrain_source(),
-        args=flags(config["pretrain"], dash=True, skip=("source",)),
+        args=flags(config.get("pretrain", {}), dash=True, skip=("source",)),
         code=code_version("wiki"),
     conda:
         "../envs/llara.yaml"
@@ -54,7 +54,7 @@ rule base_model:
         job=job_record("base_model", "base"),
     params:
         corpus=pretrain_source(),
-        args=flags(config["base_model"].get("tiny", {}), dash=True),
+        args=flags(config.get("base_model", {}).get("tiny", {}), dash=True),
         code=code_version("basemodel"),
     resources:
         launch=launch("basemodel", "base_model"),

@@ -1,31 +1,81 @@
-# Fine-tuning data (mined negatives when taken from a BEIR train split) and contrastive fine-tuning.
+# Fine-tuning data and contrastive fine-tuning. The negatives are an axis (finetune.data.negatives):
+# results/finetune/{style}/{variant}/seed{seed}/{negatives}/model. The seed wildcard is the fine-tuning
+# seed and the seed negatives are sampled with; see common.smk (finetune_train_file) for the files.
+MINE_ARGS = flags({k: DATA.get(k) for k in ("num_negs", "depth")}, dash=True)
 
-rule mine_negatives:
+
+rule mine_bm25:
     input:
-        lambda wc: beir_inputs(wc),
+        mine_source,
     output:
-        "results/finetune_data/{dataset}-{split}.jsonl",
+        f"results/finetune_data/bm25/seed{{seed}}/{TRAIN}.jsonl",
     params:
-        beir=lambda wc: beir_dir(wc.dataset),
-        args=flags(
-            {k: config["finetune"]["data"].get(k) for k in ("negatives", "num_negs", "depth", "seed")}, dash=True
-        ),
+        source=mine_source_args(),
+        args=MINE_ARGS,
         code=code_version("mine"),
     conda:
         "../envs/llara.yaml"
     log:
-        "logs/mine_negatives/{dataset}-{split}.log",
+        f"logs/mine/bm25/seed{{seed}}/{TRAIN}.log",
     shell:
-        "python -m llara.mine --beir-dir {params.beir:q} --split {wildcards.split} {params.args} "
+        "python -m llara.mine {params.source} --negatives bm25 {params.args} --seed {wildcards.seed} "
         "--output {output} > {log} 2>&1"
+
+
+rule no_negatives:
+    input:
+        mine_source,
+    output:
+        f"results/finetune_data/none/{TRAIN}.jsonl",
+    params:
+        source=mine_source_args(),
+        code=code_version("mine"),
+    conda:
+        "../envs/llara.yaml"
+    log:
+        f"logs/mine/none/{TRAIN}.log",
+    shell:
+        "python -m llara.mine {params.source} --negatives none --output {output} > {log} 2>&1"
+
+
+# dense: the train split's queries searched with the variant's adapted checkpoint (its zero-shot
+# encoding of the corpus is the one the evaluation uses), negatives sampled from that run
+rule mine_dense:
+    input:
+        mine_source,
+        run=f"results/runs/{LLARA}/zeroshot/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec",
+    output:
+        f"results/finetune_data/dense/{LLARA}/{TRAIN}.jsonl",
+    params:
+        source=mine_source_args(),
+        args=MINE_ARGS,
+        code=code_version("mine"),
+    conda:
+        "../envs/llara.yaml"
+    log:
+        f"logs/mine/dense/{LLARA}/{TRAIN}.log",
+    shell:
+        "python -m llara.mine {params.source} --negatives run --run {input.run} {params.args} "
+        "--seed {wildcards.seed} --output {output} > {log} 2>&1"
+
+
+# dense with a named encoder (finetune.data.dense_encoder: a key of evaluate.baselines.hf)
+use rule mine_dense as mine_dense_encoder with:
+    input:
+        mine_source,
+        run=f"results/runs/{ENCODER}/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec",
+    output:
+        f"results/finetune_data/dense/{ENCODER}/seed{{seed}}/{TRAIN}.jsonl",
+    log:
+        f"logs/mine/dense/{ENCODER}/seed{{seed}}/{TRAIN}.log",
 
 
 rule hf_pairs:
     output:
         "resources/finetune/hf-train.jsonl",
     params:
-        name=config["finetune"]["data"].get("hf_name"),
-        args=flags({"max_rows": config["finetune"]["data"].get("max_rows")}, dash=True),
+        name=DATA.get("hf_name"),
+        args=flags({"max_rows": DATA.get("max_rows")}, dash=True),
         code=code_version("hfpairs"),
     conda:
         "../envs/llara.yaml"
@@ -38,12 +88,13 @@ rule hf_pairs:
 rule finetune:
     input:
         model="results/adapt/{style}/{variant}/seed{seed}/model",
-        train=finetune_train_file(),
+        train=finetune_train_file,
     output:
-        model=directory("results/finetune/{style}/{variant}/seed{seed}/model"),
-        job=job_record("finetune", LLARA),
+        model=directory("results/finetune/{style}/{variant}/seed{seed}/{negatives}/model"),
+        job=job_record("finetune", LLARA, "finetuned", "{negatives}"),
     params:
-        args=flags(config["finetune"], skip=("data",)),
+        args=flags(config.get("finetune", {}), skip=("data", "group_size")),
+        group_size=group_size,  # negatives `none`: 1 (the positive; in-batch negatives only)
         # the variant's prompt kinds (grid.prompts): only slot tokens its adaptation trained
         prompts=lambda wc: "--query_prompt {query} --passage_prompt {passage}".format(**prompt_of(wc.variant)),
         code=code_version("finetune"),
@@ -53,11 +104,27 @@ rule finetune:
     conda:
         "../envs/llara.yaml"
     log:
-        "logs/finetune/{style}/{variant}/seed{seed}.log",
+        "logs/finetune/{style}/{variant}/seed{seed}/{negatives}.log",
     benchmark:
-        benchmark("finetune", LLARA)
+        benchmark("finetune", LLARA, "finetuned", "{negatives}")
     shell:
         "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.finetune "
         "--model_name_or_path {input.model} --train_file {input.train} --prompt_style {wildcards.style} "
         "{params.prompts} --seed {wildcards.seed} --report_to none --save_strategy steps {params.args} "
-        "--output_dir {output.model} > {log} 2>&1"
+        "--group_size {params.group_size} --output_dir {output.model} > {log} 2>&1"
+
+
+# a sentence-transformers folder beside each fine-tuned checkpoint (no weights: it loads ../model)
+rule export_st:
+    input:
+        "results/finetune/{style}/{variant}/seed{seed}/{negatives}/model",
+    output:
+        directory("results/finetune/{style}/{variant}/seed{seed}/{negatives}/model-st"),
+    params:
+        code=code_version("st"),
+    conda:
+        "../envs/llara.yaml"
+    log:
+        "logs/export_st/{style}/{variant}/seed{seed}/{negatives}.log",
+    shell:
+        "python -m llara.st --model {input} --output {output} --reference --overwrite > {log} 2>&1"

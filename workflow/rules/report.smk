@@ -1,5 +1,6 @@
-# The user-facing result: tidy and wide tables, deltas against `none` with significance, a chart, and
-# the cost of each system (adaptation / fine-tuning hours, encoding throughput, NDCG@10 per hour).
+# The user-facing result: the main table (systems x datasets, zero-shot and fine-tuned side by side, mean
+# +/- 95% CI over seeds), deltas against `none` per stage with paired tests and Holm correction, a chart,
+# and the cost of each system (adaptation / fine-tuning hours, encoding throughput, NDCG@10 per hour).
 
 
 rule tables:
@@ -10,13 +11,16 @@ rule tables:
     output:
         csv=report("results/tables/long.csv", category="Tables"),
         parquet="results/tables/long.parquet",
-        wide=report("results/tables/ndcg10.md", category="Tables"),
+        wide=report(MAIN_TABLE, category="Tables"),
+        summary="results/tables/summary.csv",
         deltas_csv="results/tables/deltas.csv",
         deltas=report("results/tables/deltas.md", category="Tables"),
+        per_seed="results/tables/deltas_per_seed.csv",
         png=report("results/tables/ndcg10.png", category="Charts"),
         cost_csv="results/tables/cost.csv",
         cost=report("results/tables/cost.md", category="Tables"),
     params:
+        metric=METRIC_NAME,
         code=code_version("tables"),
     conda:
         "../envs/llara.yaml"
@@ -24,4 +28,5 @@ rule tables:
         "logs/tables.log",
     shell:
         "python -m llara.tables --metrics {input.metrics} --benchmarks {input.benchmarks} "
-        "--encode-meta {input.encode_meta} --output-dir results/tables > {log} 2>&1 && cat {log}"
+        "--encode-meta {input.encode_meta} --metric {params.metric} --output-dir results/tables > {log} 2>&1"
+
