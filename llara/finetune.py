@@ -100,9 +100,11 @@ class GroupDataset(torch.utils.data.Dataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{i}")
         negs = list(row["neg"])
         want = self.group_size - 1
-        if want and len(negs) >= want:
+        if want == 0:
+            negs = []  # in-batch negatives only: the group is the positive alone
+        elif len(negs) >= want:
             negs = rng.sample(negs, want)
-        elif want:
+        else:
             negs = [rng.choice(negs) for _ in range(want)]  # too few: with replacement (as Tevatron)
         return {"query": row["query"], "passages": [rng.choice(row["pos"]), *negs]}
 

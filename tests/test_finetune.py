@@ -169,3 +169,12 @@ def test_released_checkpoint_layout_matches_model_card_recipe(tokenizer_dirs, tm
 
     ours = LlaraEmbedder.from_pretrained(ckpt, "released", device="cpu").embed(queries, "ebar", 64 + 30)
     torch.testing.assert_close(ours, card, atol=1e-5, rtol=0)
+
+
+def test_group_size_one_keeps_the_positive_alone():
+    """In-batch negatives only: rows that do carry negatives still give groups of exactly one."""
+    from llara.finetune import GroupDataset
+
+    items = [GroupDataset(rows(), group_size, seed=0)[0] for group_size in (1, 3, 8)]
+    assert [len(x["passages"]) for x in items] == [1, 3, 8]  # 8 > 1 + 5 negatives: drawn with replacement
+    assert items[0]["passages"] == rows()[0]["pos"]
