@@ -106,28 +106,30 @@ def test_every_shipped_config_plans(tmp_path, name):
 
 def test_default_grid_job_counts(tmp_path):
     counts = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
-    # 4 variants, each scored zero-shot (its adapted checkpoint) and fine-tuned (BM25 negatives), + bm25
-    # and minilm on 1 dataset; a sentence-transformers folder beside each fine-tuned checkpoint
+    # 4 variants x 3 seeds, each scored zero-shot (its adapted checkpoint) and fine-tuned (BM25 negatives
+    # mined per seed), + bm25 and minilm on 1 dataset; a sentence-transformers folder beside each
+    # fine-tuned checkpoint
+    assert DEFAULT["grid"]["seeds"] == [0, 1, 2]
     assert counts == {
         "synthetic": 1,
         "pretrain_pairs": 1,
         "base_model": 1,
-        "mine_bm25": 1,
-        "adapt": 4,
-        "finetune": 4,
-        "export_st": 4,
-        "encode_corpus": 8,
+        "mine_bm25": 3,
+        "adapt": 12,
+        "finetune": 12,
+        "export_st": 12,
+        "encode_corpus": 24,
         "encode_corpus_baseline": 1,
-        "encode_queries": 8,
+        "encode_queries": 24,
         "encode_queries_baseline": 1,
-        "search": 8,
+        "search": 24,
         "search_baseline": 1,
         "bm25": 1,
-        "score": 8,
+        "score": 24,
         "score_baseline": 2,
         "tables": 1,
         "all": 1,
-        "total": 56,
+        "total": 146,
     }
 
 
@@ -138,7 +140,9 @@ def shell_commands(r: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_zero_shot_encodes_the_adapted_checkpoint_with_the_variant_prompts(tmp_path):
-    commands = shell_commands(snakemake(tmp_path, DEFAULT, "-n", "-p"))
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["grid"]["seeds"] = [0]
+    commands = shell_commands(snakemake(tmp_path, cfg, "-n", "-p"))
     encodes = [c for c in commands if "llara.encode " in c and "/ebae/seed0/" in c]
     zeroshot = [c for c in encodes if "/zeroshot/" in c]
     finetuned = [c for c in encodes if "/finetuned/bm25/" in c]
@@ -172,7 +176,7 @@ def test_seeds_reach_adaptation_fine_tuning_and_mining(tmp_path):
 
 def test_negatives_axis_crosses_the_variants(tmp_path):
     cfg = copy.deepcopy(DEFAULT)
-    cfg["grid"].update(variants=["none", "joint"])
+    cfg["grid"].update(variants=["none", "joint"], seeds=[0])
     cfg["finetune"]["data"]["negatives"] = ["bm25", "dense", "none"]
     r = snakemake(tmp_path, cfg, "-n", "-p")
     commands = shell_commands(r)
@@ -389,6 +393,7 @@ def test_finetune_dataset_must_be_evaluated(tmp_path):
 def micro_config() -> dict:
     """The default grid shrunk to seconds per job (same DAG, tiny sizes)."""
     cfg = copy.deepcopy(DEFAULT)
+    cfg["grid"]["seeds"] = [0]
     cfg["synthetic"] = {
         "seed": 0,
         "n_articles": 60,
