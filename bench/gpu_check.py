@@ -41,6 +41,20 @@ def tokenizer():
     return tok
 
 
+def llama_config(args, **extra) -> LlamaConfig:
+    """The scaled 7B-like shape of this check (hidden, layers, heads, vocabulary from the flags)."""
+    return LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 11 // 4,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=max(4096, args.length),
+        **extra,
+    )
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -84,16 +98,7 @@ def joint_batch(llara: LlaraModel, batch: int, length: int, vocab: int, n_target
 
 
 def adaptation(args, tok, device: str, attn: str) -> dict:
-    cfg = LlamaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 11 // 4,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.heads,
-        max_position_embeddings=max(4096, args.length),
-        attn_implementation=attn,
-    )
+    cfg = llama_config(args, attn_implementation=attn)
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(device=device, dtype=torch.bfloat16).train()
     if args.gradient_checkpointing:
@@ -118,14 +123,7 @@ def adaptation(args, tok, device: str, attn: str) -> dict:
 def finetuning(args, tok, device: str) -> dict:
     from peft import LoraConfig, get_peft_model
 
-    cfg = LlamaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 11 // 4,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.heads,
-    )
+    cfg = llama_config(args)
     torch.manual_seed(0)
     base = LlamaModel(cfg).to(device=device, dtype=torch.bfloat16)
     lora = LoraConfig(
@@ -161,14 +159,7 @@ def finetuning(args, tok, device: str) -> dict:
 
 
 def encoding(args, tok, device: str, dtype: torch.dtype) -> dict:
-    cfg = LlamaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 11 // 4,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.heads,
-    )
+    cfg = llama_config(args)
     torch.manual_seed(0)
     model = LlamaModel(cfg).to(device=device, dtype=dtype).eval()
     llara = LlaraModel(model, tok, PromptLayout())
