@@ -1,7 +1,7 @@
 """GPU check: the method's heavy steps in bf16/fp16 at 7B-like shapes scaled to one GPU, JSON out.
 
     PYTHONPATH=. python bench/gpu_check.py --out gpu_check.json          # on a GPU (bench/gpu_check.sh)
-    PYTHONPATH=. python bench/gpu_check.py --smoke --out /tmp/smoke.json # tiny shapes on the CPU
+    PYTHONPATH=. python bench/gpu_check.py --smoke --out smoke.json      # tiny shapes on the CPU
 
 Random weights (no checkpoint travels to the GPU machine): a Llama with hidden 2048, 8 layers,
 vocabulary 32,016 by default. Steps, each timed with CUDA synchronisation, median of --steps:
