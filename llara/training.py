@@ -215,6 +215,9 @@ def run_stage(
         return output
     if lora is not None:
         llara.model = lora(llara)
+    log.info(
+        "%s: %d training rows; rank %d starts", stage, len(stage_plan.dataset), training_args.process_index
+    )
     training_args = dataclasses.replace(
         training_args, output_dir=str(checkpoints), remove_unused_columns=False
     )
