@@ -9,7 +9,10 @@ from test_workflow import micro_config, snakemake
 
 
 def metrics(work) -> dict[str, dict]:
-    files = sorted((work / "results" / "metrics").rglob("*.json"))
+    """Every metrics JSON of a run (not the resolved configs written beside them), by relative path."""
+    files = sorted(
+        f for f in (work / "results" / "metrics").rglob("*.json") if not f.name.endswith(".config.json")
+    )
     assert files, f"no metrics under {work}"
     return {str(f.relative_to(work)): json.loads(f.read_text()) for f in files}
 
