@@ -324,9 +324,7 @@ class LlaraModel(nn.Module):
         self, texts: list[str], kind: str, max_length: int, pad_to_multiple_of: int | None = None
     ):
         """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` (B, T) under prompt ``kind``."""
-        batch = self.prompter.batch(texts, kind, max_length, pad_to_multiple_of)
-        batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
-        return batch
+        return self._pad([self.prompter.build(t, kind, max_length) for t in texts], pad_to_multiple_of)
 
     def targets(self, texts: list[str], max_length: int, remove_stop_words: bool) -> list[list[int]]:
         specials = frozenset(self.tokenizer.all_special_ids)
@@ -355,7 +353,7 @@ class LlaraModel(nn.Module):
             )
         else:
             ids = [p.build(r["input"], variant, max_length) for r in rows]
-            batch = self.prompter_pad(ids, pad_to_multiple_of)
+            batch = self._pad(ids, pad_to_multiple_of)
         head, tail = len(p.prefix_ids), sum(p.suffix_len(k) for k in kinds)
         labels = [[-100] * head + r[head : len(r) - tail] + [-100] * tail for r in ids]
         batch["lm_labels"] = left_pad(labels, -100, pad_to_multiple_of)["input_ids"]  # (B, T)
@@ -364,7 +362,8 @@ class LlaraModel(nn.Module):
             batch[f"{kind}_targets"] = pad_targets(self.targets(texts, target_max_length, remove_stop_words))
         return batch
 
-    def prompter_pad(self, ids: list[list[int]], pad_to_multiple_of: int | None) -> dict[str, Tensor]:
+    def _pad(self, ids: list[list[int]], pad_to_multiple_of: int | None) -> dict[str, Tensor]:
+        """Left-padded ids, padding mask and positions counted from each row's first real token. (B, T)"""
         batch = left_pad(ids, self.tokenizer.pad_token_id, pad_to_multiple_of)
         batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
         return batch
