@@ -28,7 +28,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from llara.adapt import LORA_TARGETS
 from llara.choices import KINDS, PROMPT_STYLES, check_choice
-from llara.model import LlaraModel
+from llara.model import LlaraModel, layout_flags
 from llara.rows import FINETUNE_FIELDS, RowError, load_rows
 from llara.training import PRECISIONS, StagePlan, parse_stage_args, run_stage, wrap_lora
 
@@ -158,11 +158,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> P
             dtype=torch.bfloat16 if targs.bf16 else None,
             attn_implementation=args.attn_implementation,
             allow_untrained_slots=args.allow_untrained_slots,
-            style=args.prompt_style,
-            query_prompt=args.query_prompt,
-            passage_prompt=args.passage_prompt,
-            query_max_length=args.query_max_length,
-            passage_max_length=args.passage_max_length,
+            **layout_flags(args),
         )
 
     def plan(llara: LlaraModel, targs: TrainingArguments) -> StagePlan:

@@ -123,6 +123,18 @@ class PromptLayout:
         return PromptLayout(**{**asdict(self), **changes})
 
 
+def layout_flags(args: Any) -> dict[str, Any]:
+    """The prompt-layout overrides a stage's command line carries (``--prompt_style``, the prompts and
+    their lengths), as keyword arguments for :meth:`LlaraModel.from_pretrained` (None: the checkpoint's)."""
+    return {
+        "style": args.prompt_style,
+        "query_prompt": args.query_prompt,
+        "passage_prompt": args.passage_prompt,
+        "query_max_length": args.query_max_length,
+        "passage_max_length": args.passage_max_length,
+    }
+
+
 def target_kinds(variant: str) -> tuple[str, ...]:
     """The halves a variant trains: ``joint`` both, ``ebae``/``ebar`` one, ``none`` nothing."""
     check_choice(variant, VARIANTS, "variant")

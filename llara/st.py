@@ -49,7 +49,7 @@ from sentence_transformers.base.modules.input_module import InputModule
 
 from llara.choices import KINDS, PROMPT_STYLES, check_choice
 from llara.io import DataError, make_shareable_dir
-from llara.model import LAYOUT_FILE, LlaraModel, PromptLayout, adapter_base_path, load_tokenizer
+from llara.model import LAYOUT_FILE, LlaraModel, PromptLayout, adapter_base_path, layout_flags, load_tokenizer
 
 ST_CONFIG_FILE = "llara_st.json"
 ROLES = ("query", "passage")
@@ -481,11 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             default_role=args.default_role,
             dtype=dtypes.get(args.dtype),
             allow_untrained_slots=args.allow_untrained_slots,
-            style=args.prompt_style,
-            query_prompt=args.query_prompt,
-            passage_prompt=args.passage_prompt,
-            query_max_length=args.query_max_length,
-            passage_max_length=args.passage_max_length,
+            **layout_flags(args),
         )
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
