@@ -40,6 +40,14 @@ The generator
    around 0.5, see ``tests/test_synthetic.py``). A paragraph serves at most one query, and the
    train/test split is a seeded shuffle of the queries, so the judged documents of the two splits
    are disjoint. The answer and the relation are kept in each query's ``metadata``.
+6. **Fine-tuning set about the pre-training group** (``--pretrain-beir-out``, optional). The same
+   construction over the *pre-training* group's articles, from its own random stream, with a train
+   split only (``--n-pretrain-queries``): the role MS MARCO plays for BEIR in the paper. None of its
+   entities occurs in the retrieval set, and writing it changes no document, query or qrel of the
+   retrieval set (only the recorded arguments in its synthetic.json). A
+   retriever fine-tuned on the 200 train queries of the retrieval set memorises them (NDCG@10 at
+   most about 0.28 on the test split); thousands of queries about other entities teach it to match
+   a name in the query with the title of a passage (README, "which knobs mattered").
 
 Nothing here knows about the adaptation variants (EBAE, EBAR, joint, none): the templates, the
 proportions and the sizes were fixed before any run of the grid and are not tuned on its results.
@@ -48,7 +56,8 @@ CLI::
 
     python -m llara.synthetic --seed 0 --articles-out resources/synthetic/wiki.parquet \\
         --beir-out resources/synthetic/beir [--n-articles 1500 --n-corpus-articles 250 \\
-        --n-train-queries 200 --n-test-queries 100]
+        --n-train-queries 200 --n-test-queries 100] \\
+        [--pretrain-beir-out resources/synthetic/pretrain-beir --n-pretrain-queries 3000]
 """
 
 from __future__ import annotations
@@ -614,10 +623,20 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_beir(
-    articles: list[Article], out: Path, seed: int, n_train: int, n_test: int, config: dict[str, Any]
+    articles: list[Article],
+    out: Path,
+    seed: int,
+    n_train: int,
+    n_test: int,
+    config: dict[str, Any],
+    stream: str = "queries",
 ) -> dict[str, int]:
-    """Corpus = every paragraph; one query per chosen section paragraph; seeded train/test split."""
-    rng = random.Random(f"llara-synthetic:{seed}:queries")
+    """Corpus = every paragraph; one query per chosen section paragraph; seeded train/test split.
+
+    ``stream`` names the random stream queries are drawn from: the retrieval set uses ``queries``,
+    the pre-training group's training set ``pretrain-queries``, so neither changes the other. A split
+    with no queries gets no qrels file."""
+    rng = random.Random(f"llara-synthetic:{seed}:{stream}")
     corpus, pool = [], []
     for a in articles:
         for j, para in enumerate(a.paragraphs):
@@ -628,7 +647,11 @@ def write_beir(
     if len(pool) < n_train + n_test:
         raise DataError(
             f"only {len(pool)} paragraphs can carry a query but {n_train + n_test} queries were asked for; "
-            "raise --n-corpus-articles or lower --n-train-queries/--n-test-queries"
+            + (
+                "raise --n-corpus-articles or lower --n-train-queries/--n-test-queries"
+                if stream == "queries"
+                else "raise --n-articles or lower --n-pretrain-queries"
+            )
         )
     chosen = rng.sample(pool, n_train + n_test)  # a random, unordered sample: the split is seeded too
     queries, qrels = [], {"train": [], "test": []}
@@ -644,6 +667,8 @@ def write_beir(
         _jsonl(tmp / "queries.jsonl", queries)
         (tmp / "qrels").mkdir()
         for split, rows in qrels.items():
+            if not rows and stream != "queries":
+                continue
             (tmp / "qrels" / f"{split}.tsv").write_text(
                 "query-id\tcorpus-id\tscore\n" + "".join(rows), encoding="utf-8"
             )
@@ -665,13 +690,17 @@ def generate(
     n_corpus_articles: int = 250,
     n_train_queries: int = 200,
     n_test_queries: int = 100,
+    pretrain_beir_out: str | Path | None = None,
+    n_pretrain_queries: int = 0,
 ) -> dict[str, Any]:
-    """Write the pre-training parquet and the BEIR folder; returns the resolved config."""
+    """Write the pre-training parquet and the BEIR folder (and, with ``pretrain_beir_out``, the
+    fine-tuning set about the pre-training group); returns the resolved config."""
     for name, value, low in (
         ("n_articles", n_articles, 2),
         ("n_corpus_articles", n_corpus_articles, 2),
         ("n_train_queries", n_train_queries, 0),
         ("n_test_queries", n_test_queries, 1),
+        ("n_pretrain_queries", n_pretrain_queries, 1 if pretrain_beir_out else 0),
     ):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -690,8 +719,19 @@ def generate(
             "n_test_queries": n_test_queries,
         },
     }
-    counts = write_beir(articles[n_articles:], Path(beir_out), seed, n_train_queries, n_test_queries, config)
+    if pretrain_beir_out:
+        config["args"].update(pretrain_beir_out=str(pretrain_beir_out), n_pretrain_queries=n_pretrain_queries)
     pretrain = articles[:n_articles]
+    askable = sum(1 for a in pretrain for para in a.paragraphs if para.candidates)
+    if pretrain_beir_out and askable < n_pretrain_queries:  # checked before anything is written
+        raise DataError(
+            f"only {askable} pre-training paragraphs can carry a query but {n_pretrain_queries} were asked "
+            "for; raise --n-articles or lower --n-pretrain-queries"
+        )
+    counts = write_beir(articles[n_articles:], Path(beir_out), seed, n_train_queries, n_test_queries, config)
+    if pretrain_beir_out:
+        pre = write_beir(pretrain, Path(pretrain_beir_out), seed, n_pretrain_queries, 0, config, "pretrain-queries")
+        counts["pretrain_corpus_docs"], counts["pretrain_queries"] = pre["corpus_docs"], pre["train_queries"]
     write_wiki_parquet(pretrain, Path(articles_out))
     config["counts"] = {
         "articles": len(pretrain),
@@ -720,6 +760,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n-train-queries", type=int, default=200)
     p.add_argument("--n-test-queries", type=int, default=100)
+    p.add_argument(
+        "--pretrain-beir-out",
+        type=Path,
+        help="also write a fine-tuning set (BEIR layout, train split only) about the pre-training articles",
+    )
+    p.add_argument("--n-pretrain-queries", type=int, default=3000, help="its queries (with --pretrain-beir-out)")
     a = p.parse_args(argv)
     try:
         config = generate(
@@ -730,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
             a.n_corpus_articles,
             a.n_train_queries,
             a.n_test_queries,
+            a.pretrain_beir_out,
+            a.n_pretrain_queries,
         )
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -181,3 +181,35 @@ def test_cli(tmp_path, capsys):
     assert not (tmp_path / "xb").exists() and not (tmp_path / "xb.partial").exists()
     assert main([*bad, "--n-articles", "1"]) == 2
     assert "n_articles must be >= 2" in capsys.readouterr().err
+
+
+def test_pretrain_set_leaves_the_retrieval_set_alone(small, tmp_path):
+    """The fine-tuning set about the pre-training group: its own stream, train split only, other entities."""
+    root = tmp_path / "with-pretrain"
+    generate(0, root / "wiki.parquet", root / "beir", pretrain_beir_out=root / "pre", n_pretrain_queries=50, **SMALL)
+    for name in DATA_FILES:  # the retrieval set and the pre-training corpus are byte-identical
+        assert (small / name).read_bytes() == (root / name).read_bytes(), name
+    pre = root / "pre"
+    assert sorted(p.name for p in (pre / "qrels").iterdir()) == ["train.tsv"]
+    train = qrels(pre / "qrels" / "train.tsv")
+    corpus = {d["_id"]: d for d in jsonl(pre / "corpus.jsonl")}
+    assert len(train) == 50 and len({d for _, d, _ in train}) == 50  # one query per paragraph
+    assert all(d in corpus for _, d, _ in train)
+    # its documents are the pre-training articles' paragraphs: titles of the parquet, none of the test set
+    wiki_titles = set(pd.read_parquet(root / "wiki.parquet")["title"])
+    test_titles = {d["title"] for d in jsonl(root / "beir" / "corpus.jsonl")}
+    assert {d["title"] for d in corpus.values()} == wiki_titles
+    assert not wiki_titles & test_titles
+    queries = {q["_id"]: q for q in jsonl(pre / "queries.jsonl")}
+    for qid, doc, _ in train:  # the answer is in the judged paragraph, the name in the query
+        assert queries[qid]["metadata"]["answer"] in corpus[doc]["text"]
+        assert corpus[doc]["title"] in queries[qid]["text"]
+
+
+def test_pretrain_set_too_many_queries(tmp_path, capsys):
+    args = ["--articles-out", str(tmp_path / "w.parquet"), "--beir-out", str(tmp_path / "b")]
+    small = ["--n-articles", "10", "--n-corpus-articles", "20", "--n-train-queries", "5", "--n-test-queries", "5"]
+    pre = ["--pretrain-beir-out", str(tmp_path / "pre"), "--n-pretrain-queries", "1000"]
+    assert main([*args, *small, *pre]) == 2
+    assert "raise --n-articles or lower --n-pretrain-queries" in capsys.readouterr().err
+    assert not (tmp_path / "pre").exists() and not (tmp_path / "b").exists()

@@ -77,7 +77,7 @@ def expected_counts(cfg: dict) -> dict[str, int]:
     )
     stages = grid.get("stages", ["zeroshot", "finetuned"])
     data = cfg.get("finetune", {}).get("data", {})
-    negatives = data.get("negatives", "bm25" if data.get("source") == "beir_train" else "file")
+    negatives = data.get("negatives", "bm25" if data.get("source") in ("beir_train", "synthetic") else "file")
     n_neg = 1 if isinstance(negatives, str) else len(negatives)
     finetuned = models * n_neg if "finetuned" in stages else 0
     systems = models * ("zeroshot" in stages) + finetuned

@@ -54,6 +54,13 @@ BASELINE_NAMES = (["bm25"] if EVAL.get("baselines", {}).get("bm25", True) else [
 CHECKPOINTS = config.get("checkpoints", {})  # name -> a released checkpoint scored as it is
 NEGATIVE_KINDS = ("bm25", "dense", "none", "file")  # where fine-tuning's hard negatives come from
 DATA = config.get("finetune", {}).get("data", {})
+# BEIR folders by name: the evaluated datasets, plus the fine-tuning set about the pre-training
+# articles when finetune.data.source is synthetic (searched only to mine dense negatives; never scored)
+SYNTHETIC_PRETRAIN = "synthetic-pretrain"
+BEIR_SETS = dict(DATASETS)
+if DATA.get("source") == "synthetic":
+    BEIR_SETS[SYNTHETIC_PRETRAIN] = {"source": "synthetic_pretrain", "split": "train"}
+MINED_SOURCES = ("beir_train", "synthetic")  # training sets whose negatives are mined from a BEIR corpus
 NEGATIVES = []  # the negatives axis (finetune.data.negatives), filled in by _check_config
 
 
@@ -73,7 +80,7 @@ wildcard_constraints:
     seed=r"\d+",
     stage=f"zeroshot|finetuned/(?:{alternatives(NEGATIVE_KINDS)})",
     negatives=alternatives(NEGATIVE_KINDS),
-    dataset=alternatives(DATASETS) if DATASETS else "_",
+    dataset=alternatives(BEIR_SETS) if BEIR_SETS else "_",
     baseline=alternatives(BASELINE_NAMES),
     encoder=alternatives(HF_BASELINES),
     ckpt=alternatives(CHECKPOINTS),
@@ -137,19 +144,21 @@ def _check_config():
         )
     if DATA["source"] == "jsonl" and not DATA.get("path"):
         raise ValueError("finetune.data.source is jsonl but finetune.data.path is missing")
-    negatives = DATA.get("negatives", "bm25" if DATA["source"] == "beir_train" else "file")
+    if DATA["source"] == "synthetic" and SYNTHETIC_PRETRAIN in DATASETS:
+        raise ValueError(f"evaluate.datasets.{SYNTHETIC_PRETRAIN}: the name is the synthetic fine-tuning set's; rename it")
+    negatives = DATA.get("negatives", "bm25" if DATA["source"] in MINED_SOURCES else "file")
     negatives = [negatives] if isinstance(negatives, str) else list(negatives)
     for kind in negatives:
-        if DATA["source"] == "beir_train" and kind == "file":
+        if DATA["source"] in MINED_SOURCES and kind == "file":
             raise ValueError(
                 "finetune.data.negatives: file means the negatives a training file brings (source jsonl "
-                "or hf); a BEIR train split has none: use bm25, dense or none"
+                f"or hf); source {DATA['source']} brings none: use bm25, dense or none"
             )
-        if DATA["source"] != "beir_train" and kind == "dense":
+        if DATA["source"] not in MINED_SOURCES and kind == "dense":
             raise ValueError(
                 f"finetune.data.negatives: dense mining searches a BEIR corpus with the train split's "
                 f"query ids; finetune.data.source is {DATA['source']}: use file, bm25 or none (or "
-                "source: beir_train)"
+                "source: beir_train or synthetic)"
             )
     if "dense" in negatives and DATA.get("depth", 100) > EVAL["top_k"]:
         raise ValueError(
@@ -277,6 +286,7 @@ def threads_for(stage: str) -> int:
 # ---- paths --------------------------------------------------------------------------------------
 SYNTHETIC_WIKI = "resources/synthetic/wiki.parquet"
 SYNTHETIC_BEIR = "resources/synthetic/beir"
+SYNTHETIC_PRETRAIN_BEIR = "resources/synthetic/pretrain-beir"  # fine-tuning queries about the pre-training articles
 
 
 def pretrain_source():
@@ -301,26 +311,28 @@ def base_model_inputs(wildcards):
 
 
 def beir_dir(dataset: str) -> str:
-    ds = DATASETS[dataset]
+    ds = BEIR_SETS[dataset]
     if ds["source"] == "synthetic":
         return SYNTHETIC_BEIR
+    if ds["source"] == "synthetic_pretrain":
+        return SYNTHETIC_PRETRAIN_BEIR
     if ds["source"] == "download":
         return f"resources/beir/{dataset}"
     return ds["path"]
 
 
 def beir_inputs(wildcards):
-    ds = DATASETS[wildcards.dataset]
+    ds = BEIR_SETS[wildcards.dataset]
     return [] if ds["source"] == "path" else [beir_dir(wildcards.dataset)]
 
 
 def split_of(dataset: str) -> str:
-    return DATASETS[dataset].get("split", SPLIT)
+    return BEIR_SETS[dataset].get("split", SPLIT)
 
 
 def shards_of(dataset: str) -> list[str]:
     """The corpus shards of a dataset: evaluate.datasets.<name>.num_shards, else evaluate.num_shards."""
-    n = DATASETS[dataset].get("num_shards", EVAL["num_shards"])
+    n = BEIR_SETS[dataset].get("num_shards", EVAL["num_shards"])
     return [f"shard{s:04d}-of-{n:04d}" for s in range(n)]
 
 
@@ -328,11 +340,9 @@ def shards_of(dataset: str) -> list[str]:
 # bm25: sampled from BM25's ranking with each grid seed; dense: sampled from a dense retriever's run (the
 # variant's own adapted checkpoint, or evaluate.baselines.hf.<finetune.data.dense_encoder>); none: no
 # negatives (group size 1: in-batch negatives only); file: the negatives the training file brings.
-TRAIN_DATASET = DATA.get("dataset") if DATA.get("source") == "beir_train" else None
-TRAIN_SPLIT = DATA.get("split", "train")
-TRAIN = {"beir_train": f"{TRAIN_DATASET}-{TRAIN_SPLIT}", "hf": "hf-train", "jsonl": "jsonl-train"}.get(
-    DATA.get("source"), "train"
-)
+TRAIN_DATASET = {"beir_train": DATA.get("dataset"), "synthetic": SYNTHETIC_PRETRAIN}.get(DATA.get("source"))
+TRAIN_SPLIT = "train" if DATA.get("source") == "synthetic" else DATA.get("split", "train")
+TRAIN = {"hf": "hf-train", "jsonl": "jsonl-train"}.get(DATA.get("source"), f"{TRAIN_DATASET}-{TRAIN_SPLIT}")
 
 
 def source_train_file() -> str:
@@ -341,15 +351,16 @@ def source_train_file() -> str:
 
 
 def mine_source(wildcards=None) -> list[str]:
-    """Inputs of the mining rules: the BEIR folder (beir_train) or the file whose queries/positives are mined."""
-    if DATA.get("source") == "beir_train":
-        ds = DATASETS[TRAIN_DATASET]
+    """Inputs of the mining rules: the BEIR folder (beir_train, synthetic) or the file whose queries/positives
+    are mined."""
+    if DATA.get("source") in MINED_SOURCES:
+        ds = BEIR_SETS[TRAIN_DATASET]
         return [] if ds["source"] == "path" else [beir_dir(TRAIN_DATASET)]
     return [source_train_file()]
 
 
 def mine_source_args() -> str:
-    if DATA.get("source") == "beir_train":
+    if DATA.get("source") in MINED_SOURCES:
         return f"--beir-dir {shlex.quote(beir_dir(TRAIN_DATASET))} --split {shlex.quote(TRAIN_SPLIT)}"
     return f"--pairs {shlex.quote(source_train_file())}"
 

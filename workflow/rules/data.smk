@@ -5,6 +5,7 @@ rule synthetic:
     output:
         wiki=SYNTHETIC_WIKI,
         beir=directory(SYNTHETIC_BEIR),
+        pretrain_beir=directory(SYNTHETIC_PRETRAIN_BEIR),
     params:
         args=flags(config.get("synthetic", {}), dash=True),
         code=code_version("synthetic"),
@@ -13,7 +14,8 @@ rule synthetic:
     log:
         "logs/synthetic.log",
     shell:
-        "python -m llara.synthetic {params.args} --articles-out {output.wiki} --beir-out {output.beir} > {log} 2>&1"
+        "python -m llara.synthetic {params.args} --articles-out {output.wiki} --beir-out {output.beir} "
+        "--pretrain-beir-out {output.pretrain_beir} > {log} 2>&1"
 
 
 rule download_beir:
