@@ -730,7 +730,9 @@ def generate(
         )
     counts = write_beir(articles[n_articles:], Path(beir_out), seed, n_train_queries, n_test_queries, config)
     if pretrain_beir_out:
-        pre = write_beir(pretrain, Path(pretrain_beir_out), seed, n_pretrain_queries, 0, config, "pretrain-queries")
+        pre = write_beir(
+            pretrain, Path(pretrain_beir_out), seed, n_pretrain_queries, 0, config, "pretrain-queries"
+        )
         counts["pretrain_corpus_docs"], counts["pretrain_queries"] = pre["corpus_docs"], pre["train_queries"]
     write_wiki_parquet(pretrain, Path(articles_out))
     config["counts"] = {
@@ -765,7 +767,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="also write a fine-tuning set (BEIR layout, train split only) about the pre-training articles",
     )
-    p.add_argument("--n-pretrain-queries", type=int, default=3000, help="its queries (with --pretrain-beir-out)")
+    p.add_argument(
+        "--n-pretrain-queries", type=int, default=3000, help="its queries (with --pretrain-beir-out)"
+    )
     a = p.parse_args(argv)
     try:
         config = generate(

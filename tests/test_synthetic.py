@@ -186,7 +186,14 @@ def test_cli(tmp_path, capsys):
 def test_pretrain_set_leaves_the_retrieval_set_alone(small, tmp_path):
     """The fine-tuning set about the pre-training group: its own stream, train split only, other entities."""
     root = tmp_path / "with-pretrain"
-    generate(0, root / "wiki.parquet", root / "beir", pretrain_beir_out=root / "pre", n_pretrain_queries=50, **SMALL)
+    generate(
+        0,
+        root / "wiki.parquet",
+        root / "beir",
+        pretrain_beir_out=root / "pre",
+        n_pretrain_queries=50,
+        **SMALL,
+    )
     for name in DATA_FILES:  # the retrieval set and the pre-training corpus are byte-identical
         assert (small / name).read_bytes() == (root / name).read_bytes(), name
     pre = root / "pre"
@@ -208,7 +215,16 @@ def test_pretrain_set_leaves_the_retrieval_set_alone(small, tmp_path):
 
 def test_pretrain_set_too_many_queries(tmp_path, capsys):
     args = ["--articles-out", str(tmp_path / "w.parquet"), "--beir-out", str(tmp_path / "b")]
-    small = ["--n-articles", "10", "--n-corpus-articles", "20", "--n-train-queries", "5", "--n-test-queries", "5"]
+    small = [
+        "--n-articles",
+        "10",
+        "--n-corpus-articles",
+        "20",
+        "--n-train-queries",
+        "5",
+        "--n-test-queries",
+        "5",
+    ]
     pre = ["--pretrain-beir-out", str(tmp_path / "pre"), "--n-pretrain-queries", "1000"]
     assert main([*args, *small, *pre]) == 2
     assert "raise --n-articles or lower --n-pretrain-queries" in capsys.readouterr().err
