@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         if step % a.every == 0 or step == a.steps:
             nd = ndcg10(model, beir)
             model.model.train()
-            line = {"step": step, "loss": round(float(np.mean(losses[-a.every :])), 4), "ndcg@10": round(nd, 4)}
+            line = {
+                "step": step,
+                "loss": round(float(np.mean(losses[-a.every :])), 4),
+                "ndcg@10": round(nd, 4),
+            }
             print(json.dumps({**line, "seconds": round(time.time() - start, 1)}), flush=True)
     return 0
 

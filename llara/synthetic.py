@@ -684,8 +684,8 @@ def write_beir(
 
 def generate(
     seed: int,
-    articles_out: str | Path,
-    beir_out: str | Path,
+    articles_out: str | Path | None,
+    beir_out: str | Path | None,
     n_articles: int = 1500,
     n_corpus_articles: int = 250,
     n_train_queries: int = 200,
@@ -693,8 +693,11 @@ def generate(
     pretrain_beir_out: str | Path | None = None,
     n_pretrain_queries: int = 0,
 ) -> dict[str, Any]:
-    """Write the pre-training parquet and the BEIR folder (and, with ``pretrain_beir_out``, the
-    fine-tuning set about the pre-training group); returns the resolved config."""
+    """Write the pre-training parquet, the BEIR folder and, with ``pretrain_beir_out``, the fine-tuning
+    set about the pre-training group (each output only where a path is given: the world is the same
+    whichever are written); returns the resolved config."""
+    if not (articles_out or beir_out or pretrain_beir_out):
+        raise ValueError("nothing to write: give --articles-out, --beir-out and/or --pretrain-beir-out")
     for name, value, low in (
         ("n_articles", n_articles, 2),
         ("n_corpus_articles", n_corpus_articles, 2),
@@ -711,8 +714,8 @@ def generate(
         "stage": "llara.synthetic",
         "args": {
             "seed": seed,
-            "articles_out": str(articles_out),
-            "beir_out": str(beir_out),
+            "articles_out": str(articles_out) if articles_out else None,
+            "beir_out": str(beir_out) if beir_out else None,
             "n_articles": n_articles,
             "n_corpus_articles": n_corpus_articles,
             "n_train_queries": n_train_queries,
@@ -728,19 +731,24 @@ def generate(
             f"only {askable} pre-training paragraphs can carry a query but {n_pretrain_queries} were asked "
             "for; raise --n-articles or lower --n-pretrain-queries"
         )
-    counts = write_beir(articles[n_articles:], Path(beir_out), seed, n_train_queries, n_test_queries, config)
+    counts: dict[str, int] = {}
+    if beir_out:
+        counts = write_beir(
+            articles[n_articles:], Path(beir_out), seed, n_train_queries, n_test_queries, config
+        )
     if pretrain_beir_out:
         pre = write_beir(
             pretrain, Path(pretrain_beir_out), seed, n_pretrain_queries, 0, config, "pretrain-queries"
         )
         counts["pretrain_corpus_docs"], counts["pretrain_queries"] = pre["corpus_docs"], pre["train_queries"]
-    write_wiki_parquet(pretrain, Path(articles_out))
     config["counts"] = {
         "articles": len(pretrain),
         "words": sum(len(a.wiki_text().split()) for a in pretrain),
         **counts,
     }
-    write_config(articles_out, config)
+    if articles_out:
+        write_wiki_parquet(pretrain, Path(articles_out))
+        write_config(articles_out, config)
     return config
 
 
@@ -749,10 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m llara.synthetic", description="Seeded synthetic encyclopedia + BEIR set."
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--articles-out", required=True, type=Path, help="pre-training parquet (id, url, title, text)"
-    )
-    p.add_argument("--beir-out", required=True, type=Path, help="BEIR folder to write")
+    p.add_argument("--articles-out", type=Path, help="pre-training parquet (id, url, title, text)")
+    p.add_argument("--beir-out", type=Path, help="BEIR folder to write (the retrieval set)")
     p.add_argument("--n-articles", type=int, default=1500, help="pre-training articles")
     p.add_argument(
         "--n-corpus-articles",
@@ -765,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--pretrain-beir-out",
         type=Path,
-        help="also write a fine-tuning set (BEIR layout, train split only) about the pre-training articles",
+        help="a fine-tuning set (BEIR layout, train split only) about the pre-training articles",
     )
     p.add_argument(
         "--n-pretrain-queries", type=int, default=3000, help="its queries (with --pretrain-beir-out)"

@@ -229,3 +229,34 @@ def test_pretrain_set_too_many_queries(tmp_path, capsys):
     assert main([*args, *small, *pre]) == 2
     assert "raise --n-articles or lower --n-pretrain-queries" in capsys.readouterr().err
     assert not (tmp_path / "pre").exists() and not (tmp_path / "b").exists()
+
+
+def test_pretrain_set_alone_is_the_same_set(tmp_path, capsys):
+    """The grid writes the fine-tuning set in its own rule: alone, it equals the one written beside the rest."""
+    sizes = [
+        "--n-articles",
+        "30",
+        "--n-corpus-articles",
+        "20",
+        "--n-train-queries",
+        "5",
+        "--n-test-queries",
+        "5",
+    ]
+    both = ["--articles-out", str(tmp_path / "w.parquet"), "--beir-out", str(tmp_path / "b")]
+    assert (
+        main([*sizes, *both, "--pretrain-beir-out", str(tmp_path / "p1"), "--n-pretrain-queries", "40"]) == 0
+    )
+    assert main([*sizes, "--pretrain-beir-out", str(tmp_path / "p2"), "--n-pretrain-queries", "40"]) == 0
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"):
+        assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "b",
+        "p1",
+        "p2",
+        "w.parquet",
+        "w.parquet.config.json",
+    ]
+    capsys.readouterr()
+    assert main(sizes) == 2
+    assert "nothing to write" in capsys.readouterr().err

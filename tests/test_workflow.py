@@ -112,6 +112,7 @@ def test_default_grid_job_counts(tmp_path):
     assert DEFAULT["grid"]["seeds"] == [0, 1, 2]
     assert counts == {
         "synthetic": 1,
+        "synthetic_pretrain": 1,  # the fine-tuning set: queries about the pre-training articles
         "pretrain_pairs": 1,
         "base_model": 1,
         "mine_bm25": 3,
@@ -129,7 +130,7 @@ def test_default_grid_job_counts(tmp_path):
         "score_baseline": 2,
         "tables": 1,
         "all": 1,
-        "total": 146,
+        "total": 147,
     }
 
 
@@ -169,7 +170,9 @@ def test_seeds_reach_adaptation_fine_tuning_and_mining(tmp_path):
         assert f"--seed {seed} " in adapt
         (finetune,) = [c for c in commands if "llara.finetune " in c and f"/ebae/seed{seed}/" in c]
         assert f"--seed {seed} " in finetune
-        assert f"--train_file results/finetune_data/bm25/seed{seed}/synthetic-train.jsonl " in finetune
+        assert (
+            f"--train_file results/finetune_data/bm25/seed{seed}/synthetic-pretrain-train.jsonl " in finetune
+        )
         (mine,) = [c for c in commands if "llara.mine " in c and f"/seed{seed}/" in c]
         assert f"--negatives bm25 --num-negs 7 --depth 50 --seed {seed} " in mine
 
@@ -188,19 +191,24 @@ def test_negatives_axis_crosses_the_variants(tmp_path):
     finetunes = {
         c.split("--name finetune-released-")[1].split()[0]: c for c in commands if "llara.finetune " in c
     }
-    assert "--group_size 8 " in finetunes["joint-0-bm25"] and "--group_size 8 " in finetunes["joint-0-dense"]
+    assert "--group_size 2 " in finetunes["joint-0-bm25"] and "--group_size 2 " in finetunes["joint-0-dense"]
     assert "--group_size 1 " in finetunes["joint-0-none"]  # in-batch negatives only
-    assert "--train_file results/finetune_data/none/synthetic-train.jsonl " in finetunes["joint-0-none"]
-    dense = "results/finetune_data/dense/llara/released/joint/seed0/synthetic-train.jsonl"
+    assert (
+        "--train_file results/finetune_data/none/synthetic-pretrain-train.jsonl " in finetunes["joint-0-none"]
+    )
+    dense = "results/finetune_data/dense/llara/released/joint/seed0/synthetic-pretrain-train.jsonl"
     assert f"--train_file {dense} " in finetunes["joint-0-dense"]
     (mine,) = [c for c in commands if f"--output {dense} " in c]
     assert (
-        "--negatives run --run results/runs/llara/released/joint/seed0/zeroshot/synthetic/train.trec" in mine
+        "--negatives run --run results/runs/llara/released/joint/seed0/zeroshot/synthetic-pretrain/train.trec"
+        in mine
     )
     (none,) = [c for c in commands if "--negatives none" in c]
     assert "--seed" not in none  # nothing is sampled
     (queries,) = [
-        c for c in commands if "llara.encode " in c and "/joint/seed0/zeroshot/synthetic/queries-train" in c
+        c
+        for c in commands
+        if "llara.encode " in c and "/joint/seed0/zeroshot/synthetic-pretrain/queries-train" in c
     ]
     assert "--model results/adapt/released/joint/seed0/model " in queries and "--split train " in queries
     # a named encoder instead of each adapted model
@@ -208,7 +216,35 @@ def test_negatives_axis_crosses_the_variants(tmp_path):
     r = snakemake(tmp_path, cfg, "-n", "-p")
     commands, counts = shell_commands(r), job_counts(r.stdout)
     assert counts["mine_dense_encoder"] == 1 and "mine_dense" not in counts
-    assert any("--run results/runs/baseline/minilm/synthetic/train.trec" in c for c in commands)
+    assert any("--run results/runs/baseline/minilm/synthetic-pretrain/train.trec" in c for c in commands)
+
+
+def test_finetuning_sources_synthetic_and_beir_train(tmp_path):
+    """source synthetic: the pre-training group's queries (resources/synthetic/pretrain-beir), whose corpus
+    is searched for dense mining but never scored; beir_train: the evaluated dataset's own train split."""
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["grid"].update(variants=["joint"], seeds=[0])
+    cfg["finetune"]["data"]["negatives"] = ["bm25", "dense"]
+    r = snakemake(tmp_path, cfg, "-n", "-p")
+    commands = shell_commands(r)
+    (pretrain,) = [c for c in commands if "llara.synthetic " in c and "--pretrain-beir-out" in c]
+    assert "--pretrain-beir-out resources/synthetic/pretrain-beir " in pretrain
+    assert "--n-pretrain-queries 3000 " in pretrain and "--beir-out" not in pretrain
+    mines = [c for c in commands if "llara.mine " in c]
+    assert mines and all("--beir-dir resources/synthetic/pretrain-beir --split train " in c for c in mines)
+    assert not [c for c in commands if "llara.score " in c and "synthetic-pretrain" in c]
+    assert [c for c in commands if "llara.search " in c and "/synthetic-pretrain/" in c]  # dense mining only
+    cfg["finetune"]["data"] = {"source": "beir_train", "dataset": "synthetic", "negatives": ["bm25"]}
+    commands = shell_commands(snakemake(tmp_path, cfg, "-n", "-p"))
+    (mine,) = [c for c in commands if "llara.mine " in c]
+    assert "--beir-dir resources/synthetic/beir --split train " in mine
+    (finetune,) = [c for c in commands if "llara.finetune " in c]
+    assert "--train_file results/finetune_data/bm25/seed0/synthetic-train.jsonl " in finetune
+    # the fine-tuning set's name is reserved
+    cfg["finetune"]["data"] = {"source": "synthetic"}
+    cfg["evaluate"]["datasets"]["synthetic-pretrain"] = {"source": "synthetic"}
+    r = snakemake(tmp_path, cfg, "-n")
+    assert r.returncode != 0 and "evaluate.datasets.synthetic-pretrain" in r.stderr + r.stdout
 
 
 def test_paper_config_plans_msmarco_dev_sharded(tmp_path):
@@ -385,6 +421,10 @@ def test_a_grid_needs_its_training_sections(tmp_path):
 def test_finetune_dataset_must_be_evaluated(tmp_path):
     cfg = copy.deepcopy(DEFAULT)
     cfg["finetune"]["data"]["dataset"] = "scifact"
+    r = snakemake(tmp_path, cfg, "-n")  # a dataset with source synthetic would be ignored: refused
+    assert r.returncode != 0
+    assert "finetune.data.dataset is for source beir_train" in r.stdout + r.stderr
+    cfg["finetune"]["data"]["source"] = "beir_train"
     r = snakemake(tmp_path, cfg, "-n")
     assert r.returncode != 0
     assert "finetune.data.dataset 'scifact' is not a key of evaluate.datasets" in r.stdout + r.stderr
@@ -400,6 +440,7 @@ def micro_config() -> dict:
         "n_corpus_articles": 12,
         "n_train_queries": 12,
         "n_test_queries": 8,
+        "n_pretrain_queries": 40,
     }
     cfg["pretrain"].update(chunk_words=32, max_rows=40)
     cfg["base_model"]["tiny"] = {

@@ -144,6 +144,11 @@ def _check_config():
         )
     if DATA["source"] == "jsonl" and not DATA.get("path"):
         raise ValueError("finetune.data.source is jsonl but finetune.data.path is missing")
+    if DATA["source"] != "beir_train" and DATA.get("dataset"):
+        raise ValueError(
+            f"finetune.data.dataset is for source beir_train (an evaluated dataset's train split); source "
+            f"{DATA['source']} does not use it: remove the key, or set source: beir_train"
+        )
     if DATA["source"] == "synthetic" and SYNTHETIC_PRETRAIN in DATASETS:
         raise ValueError(f"evaluate.datasets.{SYNTHETIC_PRETRAIN}: the name is the synthetic fine-tuning set's; rename it")
     negatives = DATA.get("negatives", "bm25" if DATA["source"] in MINED_SOURCES else "file")

@@ -5,7 +5,6 @@ rule synthetic:
     output:
         wiki=SYNTHETIC_WIKI,
         beir=directory(SYNTHETIC_BEIR),
-        pretrain_beir=directory(SYNTHETIC_PRETRAIN_BEIR),
     params:
         args=flags(config.get("synthetic", {}), dash=True),
         code=code_version("synthetic"),
@@ -14,8 +13,23 @@ rule synthetic:
     log:
         "logs/synthetic.log",
     shell:
-        "python -m llara.synthetic {params.args} --articles-out {output.wiki} --beir-out {output.beir} "
-        "--pretrain-beir-out {output.pretrain_beir} > {log} 2>&1"
+        "python -m llara.synthetic {params.args} --articles-out {output.wiki} --beir-out {output.beir} > {log} 2>&1"
+
+
+# the fine-tuning set of finetune.data.source synthetic: queries about the pre-training articles (the
+# same seeded world as rule synthetic; only this folder is written)
+rule synthetic_pretrain:
+    output:
+        directory(SYNTHETIC_PRETRAIN_BEIR),
+    params:
+        args=flags(config.get("synthetic", {}), dash=True),
+        code=code_version("synthetic"),
+    conda:
+        "../envs/llara.yaml"
+    log:
+        "logs/synthetic_pretrain.log",
+    shell:
+        "python -m llara.synthetic {params.args} --pretrain-beir-out {output} > {log} 2>&1"
 
 
 rule download_beir:
