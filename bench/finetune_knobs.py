@@ -26,9 +26,8 @@ import torch
 
 from llara.beir import join_title_text, load_beir
 from llara.finetune import GroupDataset, PairCollator
-from llara.io import load_rows
 from llara.model import LlaraModel
-from llara.rows import FINETUNE_FIELDS
+from llara.rows import FINETUNE_FIELDS, load_rows
 from llara.score import score
 
 
