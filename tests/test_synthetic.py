@@ -213,18 +213,15 @@ def test_pretrain_set_leaves_the_retrieval_set_alone(small, tmp_path):
         assert corpus[doc]["title"] in queries[qid]["text"]
 
 
+def cli_sizes(n_articles: int) -> list[str]:
+    """CLI flags of a small world: ``n_articles`` pre-training articles, 20 corpus articles, 5 + 5 queries."""
+    sizes = {"n-articles": n_articles, "n-corpus-articles": 20, "n-train-queries": 5, "n-test-queries": 5}
+    return [part for key, value in sizes.items() for part in (f"--{key}", str(value))]
+
+
 def test_pretrain_set_too_many_queries(tmp_path, capsys):
     args = ["--articles-out", str(tmp_path / "w.parquet"), "--beir-out", str(tmp_path / "b")]
-    small = [
-        "--n-articles",
-        "10",
-        "--n-corpus-articles",
-        "20",
-        "--n-train-queries",
-        "5",
-        "--n-test-queries",
-        "5",
-    ]
+    small = cli_sizes(n_articles=10)
     pre = ["--pretrain-beir-out", str(tmp_path / "pre"), "--n-pretrain-queries", "1000"]
     assert main([*args, *small, *pre]) == 2
     assert "raise --n-articles or lower --n-pretrain-queries" in capsys.readouterr().err
@@ -233,16 +230,7 @@ def test_pretrain_set_too_many_queries(tmp_path, capsys):
 
 def test_pretrain_set_alone_is_the_same_set(tmp_path, capsys):
     """The grid writes the fine-tuning set in its own rule: alone, it equals the one written beside the rest."""
-    sizes = [
-        "--n-articles",
-        "30",
-        "--n-corpus-articles",
-        "20",
-        "--n-train-queries",
-        "5",
-        "--n-test-queries",
-        "5",
-    ]
+    sizes = cli_sizes(n_articles=30)
     both = ["--articles-out", str(tmp_path / "w.parquet"), "--beir-out", str(tmp_path / "b")]
     assert (
         main([*sizes, *both, "--pretrain-beir-out", str(tmp_path / "p1"), "--n-pretrain-queries", "40"]) == 0
