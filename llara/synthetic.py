@@ -667,7 +667,7 @@ def write_beir(
         _jsonl(tmp / "queries.jsonl", queries)
         (tmp / "qrels").mkdir()
         for split, rows in qrels.items():
-            if not rows and stream != "queries":
+            if not rows:  # a split without queries has no qrels file (no such split)
                 continue
             (tmp / "qrels" / f"{split}.tsv").write_text(
                 "query-id\tcorpus-id\tscore\n" + "".join(rows), encoding="utf-8"

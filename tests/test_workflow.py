@@ -240,6 +240,10 @@ def test_finetuning_sources_synthetic_and_beir_train(tmp_path):
     assert "--beir-dir resources/synthetic/beir --split train " in mine
     (finetune,) = [c for c in commands if "llara.finetune " in c]
     assert "--train_file results/finetune_data/bm25/seed0/synthetic-train.jsonl " in finetune
+    # the synthetic set has a train split only
+    cfg["finetune"]["data"] = {"source": "synthetic", "split": "dev"}
+    r = snakemake(tmp_path, cfg, "-n")
+    assert r.returncode != 0 and "finetune.data.split is 'dev'" in r.stderr + r.stdout
     # the fine-tuning set's name is reserved
     cfg["finetune"]["data"] = {"source": "synthetic"}
     cfg["evaluate"]["datasets"]["synthetic-pretrain"] = {"source": "synthetic"}

@@ -149,6 +149,11 @@ def _check_config():
             f"finetune.data.dataset is for source beir_train (an evaluated dataset's train split); source "
             f"{DATA['source']} does not use it: remove the key, or set source: beir_train"
         )
+    if DATA["source"] == "synthetic" and DATA.get("split", "train") != "train":
+        raise ValueError(
+            f"finetune.data.split is {DATA['split']!r}, but the synthetic fine-tuning set has a train split "
+            "only: remove the key (or use source: beir_train for another dataset's split)"
+        )
     if DATA["source"] == "synthetic" and SYNTHETIC_PRETRAIN in DATASETS:
         raise ValueError(f"evaluate.datasets.{SYNTHETIC_PRETRAIN}: the name is the synthetic fine-tuning set's; rename it")
     negatives = DATA.get("negatives", "bm25" if DATA["source"] in MINED_SOURCES else "file")
