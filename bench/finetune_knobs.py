@@ -29,6 +29,7 @@ from llara.finetune import GroupDataset, PairCollator
 from llara.model import LlaraModel
 from llara.rows import FINETUNE_FIELDS, load_rows
 from llara.score import score
+from llara.search import search_exact, to_run
 
 
 def ndcg10(model: LlaraModel, beir, top_k: int = 100) -> float:
@@ -36,12 +37,8 @@ def ndcg10(model: LlaraModel, beir, top_k: int = 100) -> float:
     passages = model.encode([join_title_text(**beir.corpus[d]) for d in doc_ids], "passage", batch_size=128)
     qids = list(beir.queries)
     queries = model.encode([beir.queries[q] for q in qids], "query", batch_size=128)
-    scores = (queries @ passages.T).numpy()  # (Q, D), embeddings are L2-normalised
-    run = {}
-    for i, q in enumerate(qids):
-        top = np.argsort(-scores[i])[:top_k]
-        run[q] = {doc_ids[j]: float(scores[i, j]) for j in top}
-    return score(beir.qrels, run)["metrics"]["ndcg@10"]
+    scores, indices = search_exact(queries.numpy(), passages.numpy(), top_k)  # the search stage's exact top-k
+    return score(beir.qrels, to_run(qids, doc_ids, scores, indices))["metrics"]["ndcg@10"]
 
 
 def main(argv: list[str] | None = None) -> int:
