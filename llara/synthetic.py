@@ -622,6 +622,22 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+_TOO_FEW_HINTS = {  # how to get more askable paragraphs, per query stream
+    "queries": "raise --n-corpus-articles or lower --n-train-queries/--n-test-queries",
+    "pretrain-queries": "raise --n-articles or lower --n-pretrain-queries",
+}
+
+
+def check_askable(articles: list[Article], wanted: int, stream: str) -> None:
+    """Fail (naming the flags to change) when fewer paragraphs than ``wanted`` can carry a query."""
+    have = sum(1 for a in articles for para in a.paragraphs if para.candidates)
+    if have < wanted:
+        raise DataError(
+            f"only {have} paragraphs can carry a query but {wanted} queries were asked for; "
+            + _TOO_FEW_HINTS[stream]
+        )
+
+
 def write_beir(
     articles: list[Article],
     out: Path,
@@ -644,15 +660,7 @@ def write_beir(
             corpus.append({"_id": doc_id, "title": a.entity.name, "text": para.text})
             if para.candidates:
                 pool.append((doc_id, para))
-    if len(pool) < n_train + n_test:
-        raise DataError(
-            f"only {len(pool)} paragraphs can carry a query but {n_train + n_test} queries were asked for; "
-            + (
-                "raise --n-corpus-articles or lower --n-train-queries/--n-test-queries"
-                if stream == "queries"
-                else "raise --n-articles or lower --n-pretrain-queries"
-            )
-        )
+    check_askable(articles, n_train + n_test, stream)
     chosen = rng.sample(pool, n_train + n_test)  # a random, unordered sample: the split is seeded too
     queries, qrels = [], {"train": [], "test": []}
     for i, (doc_id, para) in enumerate(chosen):
@@ -725,12 +733,8 @@ def generate(
     if pretrain_beir_out:
         config["args"].update(pretrain_beir_out=str(pretrain_beir_out), n_pretrain_queries=n_pretrain_queries)
     pretrain = articles[:n_articles]
-    askable = sum(1 for a in pretrain for para in a.paragraphs if para.candidates)
-    if pretrain_beir_out and askable < n_pretrain_queries:  # checked before anything is written
-        raise DataError(
-            f"only {askable} pre-training paragraphs can carry a query but {n_pretrain_queries} were asked "
-            "for; raise --n-articles or lower --n-pretrain-queries"
-        )
+    if pretrain_beir_out:  # checked before anything is written
+        check_askable(pretrain, n_pretrain_queries, "pretrain-queries")
     counts: dict[str, int] = {}
     if beir_out:
         counts = write_beir(
