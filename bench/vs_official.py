@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "lm_chunk_size": args.lm_chunk_size or "model default",
             "dtype": "float32",
-            "model": str(FIXTURES / "model"),
+            "model": os.path.relpath(FIXTURES / "model", REPO),  # no path of this machine in the result
         },
         "machine": {
             "platform": platform.platform(),
