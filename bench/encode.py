@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             passages, queries = vectors, enc.encode_queries(ds.query_items()[1])
     result["search"] = {"encoded_passages": bench_search(queries, passages, args.k, args.search_repeats)}
     try:
-        from llara.encode import load_embeddings
+        from llara.shards import load_embeddings
 
         _, corpus = load_embeddings(args.corpus_dir, "corpus")
         result["search"]["full_corpus"] = bench_search(queries, corpus, args.k, args.search_repeats)

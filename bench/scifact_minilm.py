@@ -29,8 +29,9 @@ sys.path.insert(0, str(REPO))
 from llara.beir import load_beir, subsample  # noqa: E402
 from llara.encode import HFEncoder, encode_shard  # noqa: E402
 from llara.io import atomic_write_json, code_version, utc_now  # noqa: E402
+from llara.runs import write_trec_run  # noqa: E402
 from llara.score import score  # noqa: E402
-from llara.search import search_dirs, write_trec_run  # noqa: E402
+from llara.search import search_dirs  # noqa: E402
 
 TARGET_NDCG10 = 0.6451
 TOLERANCE = 0.002

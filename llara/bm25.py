@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from llara.io import DataError, cli_warnings, format_ids, report_stream, warn_data, write_config
-from llara.search import Run, write_trec_run
+from llara.runs import Run, write_trec_run
 
 
 def make_stemmer(stemmer: str | None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,29 @@ import numpy as np
 
 class DataError(ValueError):
     """A bad input file; the message names the file (and line) and says how to fix it."""
+
+
+BAD_INPUT = 2  # the exit status of every stage CLI for bad input (docs/architecture.md)
+
+
+def cli_main(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a stage's ``main(argv=None)``: a :class:`DataError` that escapes it (bad input; its
+    message names the file, the line or key, and the fix) is printed as one ``error: ...`` line on
+    stderr and the CLI exits with :data:`BAD_INPUT`, never with a traceback; Ctrl-C prints
+    ``interrupted`` and exits 130."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return BAD_INPUT
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
 
 
 class DataWarning(UserWarning):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from llara.io import DataError, atomic_write_jsonl, cli_warnings, iter_jsonl, report_stream, write_config
-from llara.search import Run, ranked, read_trec_run
+from llara.runs import Run, ranked, read_trec_run
 
 
 @dataclass

@@ -45,7 +45,7 @@ from llara.io import (
     utc_now,
     write_config,
 )
-from llara.search import Run, ranked, read_trec_run
+from llara.runs import Run, ranked, read_trec_run
 
 Qrels = dict[str, dict[str, int]]
 

@@ -29,17 +29,15 @@ import numpy as np
 
 from llara.io import (
     DataError,
-    atomic_path,
     atomic_write_json,
     code_version,
-    iter_lines,
     report_stream,
     sidecar_path,
     utc_now,
     write_config,
 )
+from llara.runs import Run, write_trec_run
 
-Run = dict[str, dict[str, float]]
 GPU_MAX_K = 2048  # faiss's GPU top-k limit; larger k searches on the CPU
 
 
@@ -167,49 +165,6 @@ def to_run(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.ndarray,
     return run
 
 
-def ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
-    """Documents of one query in rank order: score descending, then docid descending (trec_eval's)."""
-    return sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
-
-
-def write_trec_run(path: str | os.PathLike, run: Run, tag: str) -> Path:
-    """Write ``qid Q0 docid rank score tag`` lines, ranks from 1 in trec_eval order (atomically)."""
-    if not tag or any(c.isspace() for c in tag):
-        raise ValueError(f"run tag must be a non-empty word without spaces, got {tag!r}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for qid, docs in run.items():
-                for rank, (doc_id, score) in enumerate(ranked(docs), start=1):
-                    fh.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
-    return Path(path)
-
-
-def read_trec_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run file -> {qid: {docid: score}}; malformed lines fail with file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: run file not found")
-    run: Run = {}
-    for lineno, line in iter_lines(path):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 6:
-            raise DataError(
-                f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}"
-            )
-        qid, _, doc_id, _, raw_score, _ = parts
-        try:
-            score = float(raw_score)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: score {raw_score!r} is not a number") from None
-        docs = run.setdefault(qid, {})
-        if doc_id in docs:
-            raise DataError(f"{path}:{lineno}: document {doc_id!r} listed twice for query {qid!r}")
-        docs[doc_id] = score
-    return run
-
-
 # ---------------------------------------------------------------------------------------------
 # CLI
 
@@ -224,7 +179,7 @@ def search_dirs(
     ann_params: dict[str, Any] | None = None,
 ) -> tuple[Run, dict[str, Any]]:
     """Search encoded query shards against encoded corpus shards -> (run, stats)."""
-    from llara.encode import list_shards, load_embeddings, load_shard
+    from llara.shards import list_shards, load_embeddings, load_shard
 
     query_ids, queries = load_embeddings(query_dir, "queries")
     corpus_shards = list_shards(corpus_dir, "corpus")

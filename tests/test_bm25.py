@@ -10,8 +10,8 @@ import pytest
 from llara import bm25
 from llara.bm25 import BM25Index, bm25_search
 from llara.io import DataWarning
+from llara.runs import ranked
 from llara.score import score
-from llara.search import ranked
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 

@@ -21,14 +21,11 @@ from llara.encode import (  # noqa: E402
     encode_in_batches,
     encode_shard,
     length_sorted_order,
-    list_shards,
-    load_embeddings,
     pool,
     resolve_dtype,
-    shard_bounds,
-    shard_paths,
 )
 from llara.io import DataError, DataWarning  # noqa: E402
+from llara.shards import list_shards, load_embeddings, shard_bounds, shard_paths  # noqa: E402
 
 WORDS = "the a river city music long high mountain nile paris is was of and king war school island".split()
 

@@ -29,7 +29,7 @@ from llara.io import (
     warn_data,
     write_config,
 )
-from llara.search import read_trec_run, write_trec_run
+from llara.runs import read_trec_run, write_trec_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import pytest
 from llara import mine as mine_mod
 from llara.io import DataError, read_jsonl
 from llara.mine import TrainingSet, from_pairs, mine, sample_negatives
-from llara.search import write_trec_run
+from llara.runs import write_trec_run
 
 
 def test_sample_negatives_respects_depth_skip_and_exclusions():

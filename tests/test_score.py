@@ -14,8 +14,9 @@ import pytest
 import pytrec_eval
 
 from llara import score as score_mod
+from llara.runs import write_trec_run
 from llara.score import METRICS, drop_identical_ids, per_query_metrics, score, truncate_run
-from llara.search import search_exact, to_run, write_trec_run
+from llara.search import search_exact, to_run
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "beir" / "scifact"

@@ -10,16 +10,14 @@ import pytest
 from llara import search
 from llara.encode import encode_shard
 from llara.io import DataError
+from llara.runs import ranked, read_trec_run, write_trec_run
 from llara.search import (
     build_ann_index,
     merge_topk,
-    ranked,
-    read_trec_run,
     recall_against_exact,
     search_exact,
     search_sharded,
     to_run,
-    write_trec_run,
 )
 
 

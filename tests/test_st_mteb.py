@@ -22,8 +22,9 @@ from llara import st
 from llara.beir import load_beir, subsample
 from llara.model import LlaraModel
 from llara.prompts import SLOT_TOKENS
+from llara.runs import ranked, read_trec_run
 from llara.score import score
-from llara.search import ranked, read_trec_run, search_exact, to_run
+from llara.search import search_exact, to_run
 
 NUM_QUERIES, NUM_OTHER_DOCS = 40, 100
 QUERY_MAX, PASSAGE_MAX = 32, 48  # short: passages are truncated before the suffix, and encoding is quick

@@ -1,0 +1,203 @@
+"""The grid's vocabulary: every name a config, a rule, a path or a table row can hold, in one place.
+
+- prompt styles and prompt kinds (docs/method.md §2), the lengths of the released code (§6);
+- the adaptation variants (§1): which halves each one trains and which prompts its retriever uses by
+  default. Registering a variant here (:func:`register_variant`) is all a variant without new math
+  needs: the schema, the wildcards, the rules and the tables take their names from this module;
+- the evaluation stages (``zeroshot``: the adapted checkpoint as it is, ``finetuned``) and the kinds of
+  fine-tuning negatives;
+- :class:`System`: what one row of a table is (a LLaRA model at a stage, a released checkpoint, a
+  baseline), with :meth:`System.to_path` / :meth:`System.from_path` for the grid's path segment.
+
+Light on purpose (no torch, no pandas): the workflow imports it at parse time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+PROMPT_STYLES = ("paper", "released")  # docs/method.md §2
+KINDS = ("ebae", "ebar")  # prompt kinds: EBAE (summarize the passage) / EBAR (predict the next one)
+N_SLOTS = {"released": 8, "paper": 1}  # embedding slots per prompt style (docs/method.md §2)
+ROLES = ("query", "passage")
+STAGES = ("zeroshot", "finetuned")  # evaluation stages: the adapted checkpoint, or after fine-tuning
+NEGATIVES = ("bm25", "dense", "none", "file")  # where fine-tuning's hard negatives come from
+
+# lengths of the released code (docs/method.md §6): fine-tuning / encoding of queries and passages
+QUERY_MAX_LENGTH = 64
+PASSAGE_MAX_LENGTH = 160
+ADAPT_MAX_LENGTH = 1024  # paper: adaptation length 1024
+BOW_SCALE = 0.1  # the released code divides the bag-of-words loss by 10 (docs/method.md §4)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An adaptation variant: the prompt kinds whose halves (and slot tokens) it trains, and the prompts
+    its retriever uses for queries and passages unless ``grid.prompts`` says otherwise."""
+
+    name: str
+    trains: tuple[str, ...]
+    prompts: dict[str, str] = field(hash=False)
+
+    def allowed_prompts(self) -> tuple[str, ...]:
+        """Prompt kinds a retriever of this variant may use: those it trained; a variant that trains
+        nothing (``none``) leaves every kind as (un)trained as the other, so any."""
+        return self.trains or KINDS
+
+
+VARIANT_REGISTRY: dict[str, Variant] = {}
+
+
+def register_variant(name: str, trains: tuple[str, ...], query: str, passage: str) -> Variant:
+    """Add a variant to the vocabulary (the model trains the halves ``trains`` names)."""
+    for kind in (*trains, query, passage):
+        check_choice(kind, KINDS, f"prompt kind of variant {name!r}")
+    variant = Variant(name, tuple(trains), {"query": query, "passage": passage})
+    if variant.trains and not set(variant.prompts.values()) <= set(variant.trains):
+        raise ValueError(f"variant {name!r}: its default prompts use slots it does not train")
+    VARIANT_REGISTRY[name] = variant
+    return variant
+
+
+def unregister_variant(name: str) -> None:
+    VARIANT_REGISTRY.pop(name, None)
+
+
+# ``joint`` and ``none`` follow the released code ("N2S": EBAR queries, EBAE passages, docs/method.md §1)
+register_variant("none", (), query="ebar", passage="ebae")
+register_variant("ebae", ("ebae",), query="ebae", passage="ebae")
+register_variant("ebar", ("ebar",), query="ebar", passage="ebar")
+register_variant("joint", ("ebae", "ebar"), query="ebar", passage="ebae")
+CORE_VARIANTS = ("none", "ebae", "ebar", "joint")  # the paper's four, in table order
+
+
+def variants() -> tuple[str, ...]:
+    return tuple(VARIANT_REGISTRY)
+
+
+def variant(name: str) -> Variant:
+    check_choice(name, variants(), "variant")
+    return VARIANT_REGISTRY[name]
+
+
+def default_prompts() -> dict[str, dict[str, str]]:
+    """variant -> {query: kind, passage: kind}, the defaults ``grid.prompts`` starts from."""
+    return {name: dict(v.prompts) for name, v in VARIANT_REGISTRY.items()}
+
+
+def check_choice(value: str, valid: tuple[str, ...], what: str) -> str:
+    """``value`` when it is one of ``valid``; otherwise a ValueError naming the valid ones."""
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+# ---- systems: what a row of a table is ---------------------------------------------------------------
+LLARA, CHECKPOINT, BASELINE = "llara", "checkpoint", "baseline"
+_SEED = re.compile(r"seed(\d+)")
+
+
+@dataclass(frozen=True)
+class System:
+    """One system of the grid and its path segment:
+
+    - ``llara/<style>/<variant>/seed<N>/zeroshot`` or ``.../finetuned/<negatives>``: a model the grid
+      adapted (and fine-tuned);
+    - ``checkpoint/<name>/zeroshot`` or ``checkpoint/<name>/finetuned/<negatives>``: a released
+      checkpoint scored as it is;
+    - ``baseline/<name>``: BM25 or a plain encoder.
+    """
+
+    family: str
+    name: str  # the variant, the checkpoint's or the baseline's name
+    style: str | None = None
+    seed: int | None = None
+    stage: str | None = None
+    negatives: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.family, (LLARA, CHECKPOINT, BASELINE), "system family")
+        if self.family == BASELINE:
+            if any(v is not None for v in (self.style, self.seed, self.stage, self.negatives)):
+                raise ValueError(f"baseline {self.name!r} has no style, seed, stage or negatives")
+            return
+        check_choice(str(self.stage), STAGES, "stage")
+        if self.stage == "finetuned":
+            check_choice(str(self.negatives), NEGATIVES, "negatives")
+        elif self.negatives is not None:
+            raise ValueError("a zero-shot system has no negatives")
+        if self.family == LLARA:
+            check_choice(str(self.style), PROMPT_STYLES, "prompt style")
+            if not isinstance(self.seed, int) or self.seed < 0:
+                raise ValueError(f"a LLaRA system needs a seed >= 0, got {self.seed!r}")
+
+    @property
+    def stage_segment(self) -> str:
+        return "zeroshot" if self.stage == "zeroshot" else f"finetuned/{self.negatives}"
+
+    @property
+    def model_segment(self) -> str:
+        """``<style>/<variant>/seed<N>``: the adapted model's path below results/adapt (LLaRA only)."""
+        return f"{self.style}/{self.name}/seed{self.seed}"
+
+    def to_path(self) -> str:
+        if self.family == BASELINE:
+            return f"baseline/{self.name}"
+        if self.family == CHECKPOINT:
+            return f"checkpoint/{self.name}/{self.stage_segment}"
+        return f"llara/{self.model_segment}/{self.stage_segment}"
+
+    @classmethod
+    def from_path(cls, path: str) -> System:
+        """The system a path names: the path may hold more before (``results/metrics/``) and after it
+        (``<dataset>/<split>.json``); the last system segment in it counts. ValueError when none."""
+        parts = PurePosixPath(str(path).replace("\\", "/")).parts
+        for i in range(len(parts) - 1, -1, -1):
+            found = _parse_at(parts, i)
+            if found is not None:
+                return found
+        raise ValueError(
+            f"{path}: no llara/<style>/<variant>/seed<N>/<stage>, checkpoint/<name>/<stage> or "
+            "baseline/<name> in the path"
+        )
+
+    def labels(self) -> dict[str, str | int]:
+        """The table labels of this system: variant, prompt_style, seed, stage, negatives ("-" / -1
+        where a family has none)."""
+        return {
+            "variant": self.name,
+            "prompt_style": self.style or "-",
+            "seed": -1 if self.seed is None else self.seed,
+            "stage": self.stage or "-",
+            "negatives": self.negatives or "-",
+        }
+
+
+def _stage_at(parts: tuple[str, ...], i: int) -> tuple[str, str | None] | None:
+    if i < len(parts) and parts[i] == "zeroshot":
+        return "zeroshot", None
+    if i + 1 < len(parts) and parts[i] == "finetuned" and parts[i + 1] in NEGATIVES:
+        return "finetuned", parts[i + 1]
+    return None
+
+
+def _parse_at(parts: tuple[str, ...], i: int) -> System | None:
+    head = parts[i]
+    if head == BASELINE and i + 1 < len(parts):
+        return System(BASELINE, _stem(parts[i + 1]))
+    if head == CHECKPOINT and i + 2 < len(parts):
+        stage = _stage_at(parts, i + 2)
+        return System(CHECKPOINT, parts[i + 1], stage=stage[0], negatives=stage[1]) if stage else None
+    if head == LLARA and i + 4 < len(parts) and parts[i + 1] in PROMPT_STYLES:
+        seed = _SEED.fullmatch(parts[i + 3])
+        stage = _stage_at(parts, i + 4)
+        if seed and stage:
+            return System(LLARA, parts[i + 2], parts[i + 1], int(seed[1]), stage[0], stage[1])
+    return None
+
+
+def _stem(part: str) -> str:
+    """A baseline's name from its path part (``bm25`` of ``bm25.tsv`` in a benchmark path)."""
+    return part.split(".", 1)[0]
