@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from llara.choices import ADAPT_MAX_LENGTH, DEFAULT_PROMPTS, PROMPT_STYLES, VARIANTS, check_choice
+from llara.grid import ADAPT_MAX_LENGTH, PROMPT_STYLES, check_choice, default_prompts, variants
 from llara.model import TARGET_FIELD, LlaraModel, target_kinds
 from llara.rows import PRETRAIN_FIELDS, load_rows
 from llara.training import PRECISIONS, StagePlan, parse_stage_args, run_stage, wrap_lora
@@ -33,7 +33,7 @@ class AdaptArguments:
     train_file: str | None = field(
         default=None, metadata={"help": "JSONL {input, output_summarize, output_predict}"}
     )
-    variant: str = field(default="joint", metadata={"help": f"one of {', '.join(VARIANTS)}"})
+    variant: str = field(default="joint", metadata={"help": "a variant of llara.grid (none, ebae, ebar, joint)"})
     prompt_style: str = field(default="released", metadata={"help": f"one of {', '.join(PROMPT_STYLES)}"})
     max_length: int = field(
         default=ADAPT_MAX_LENGTH, metadata={"help": "prompt length in tokens (text is cut, slots kept)"}
@@ -65,7 +65,7 @@ class AdaptArguments:
     lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
     def __post_init__(self) -> None:
-        check_choice(self.variant, VARIANTS, "variant")
+        check_choice(self.variant, variants(), "variant")
         check_choice(self.prompt_style, PROMPT_STYLES, "prompt style")
         if self.variant != "none" and not self.train_file:
             raise ValueError(f"variant {self.variant!r} needs --train_file (pre-training pairs JSONL)")
@@ -104,7 +104,7 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments):
             import deepspeed
 
             deepspeed.init_distributed()
-        prompts = DEFAULT_PROMPTS[args.variant]
+        prompts = default_prompts()[args.variant]
         return LlaraModel.from_pretrained(
             args.model_name_or_path,
             head=True,

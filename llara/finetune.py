@@ -27,7 +27,7 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from llara.adapt import LORA_TARGETS
-from llara.choices import KINDS, PROMPT_STYLES, check_choice
+from llara.grid import KINDS, PROMPT_STYLES, check_choice
 from llara.model import LlaraModel, layout_flags
 from llara.rows import FINETUNE_FIELDS, RowError, load_rows
 from llara.training import PRECISIONS, StagePlan, parse_stage_args, run_stage, wrap_lora

@@ -32,6 +32,13 @@ ADAPT_MAX_LENGTH = 1024  # paper: adaptation length 1024
 BOW_SCALE = 0.1  # the released code divides the bag-of-words loss by 10 (docs/method.md §4)
 
 
+def check_choice(value: str, valid: tuple[str, ...], what: str) -> str:
+    """``value`` when it is one of ``valid``; otherwise a ValueError naming the valid ones."""
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Variant:
     """An adaptation variant: the prompt kinds whose halves (and slot tokens) it trains, and the prompts
@@ -85,13 +92,6 @@ def variant(name: str) -> Variant:
 def default_prompts() -> dict[str, dict[str, str]]:
     """variant -> {query: kind, passage: kind}, the defaults ``grid.prompts`` starts from."""
     return {name: dict(v.prompts) for name, v in VARIANT_REGISTRY.items()}
-
-
-def check_choice(value: str, valid: tuple[str, ...], what: str) -> str:
-    """``value`` when it is one of ``valid``; otherwise a ValueError naming the valid ones."""
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
-    return value
 
 
 # ---- systems: what a row of a table is ---------------------------------------------------------------
@@ -176,10 +176,10 @@ class System:
 
 
 def _stage_at(parts: tuple[str, ...], i: int) -> tuple[str, str | None] | None:
-    if i < len(parts) and parts[i] == "zeroshot":
+    if i < len(parts) and _stem(parts[i]) == "zeroshot":
         return "zeroshot", None
-    if i + 1 < len(parts) and parts[i] == "finetuned" and parts[i + 1] in NEGATIVES:
-        return "finetuned", parts[i + 1]
+    if i + 1 < len(parts) and parts[i] == "finetuned" and _stem(parts[i + 1]) in NEGATIVES:
+        return "finetuned", _stem(parts[i + 1])
     return None
 
 

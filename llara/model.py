@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from llara.choices import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, VARIANTS, check_choice
+from llara.grid import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, check_choice, variants
 from llara.flex import joint_mask_for
 from llara.io import DataError
 from llara.losses import bow_loss, chunked_lm_loss, combine_adaptation_losses, info_nce, info_nce_cross_device
@@ -137,7 +137,7 @@ def layout_flags(args: Any) -> dict[str, Any]:
 
 def target_kinds(variant: str) -> tuple[str, ...]:
     """The halves a variant trains: ``joint`` both, ``ebae``/``ebar`` one, ``none`` nothing."""
-    check_choice(variant, VARIANTS, "variant")
+    check_choice(variant, variants(), "variant")
     return {"joint": ("ebae", "ebar"), "none": ()}.get(variant, (variant,))
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytrec_eval
 
-from llara.choices import KINDS, check_choice
+from llara.grid import KINDS, check_choice
 from llara.io import (
     DataError,
     atomic_write_json,

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules.input_module import InputModule
 
-from llara.choices import KINDS, PROMPT_STYLES, check_choice
+from llara.grid import KINDS, PROMPT_STYLES, check_choice
 from llara.io import DataError, make_shareable_dir
 from llara.model import LAYOUT_FILE, LlaraModel, PromptLayout, adapter_base_path, layout_flags, load_tokenizer
 
