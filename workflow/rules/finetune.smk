@@ -63,11 +63,11 @@ rule mine_dense:
 use rule mine_dense as mine_dense_encoder with:
     input:
         mine_source,
-        run=f"results/runs/{ENCODER}/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec",
+        run=f"results/runs/baseline/{{encoder}}/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec",
     output:
-        f"results/finetune_data/dense/{ENCODER}/seed{{seed}}/{TRAIN}.jsonl",
+        f"results/finetune_data/dense/baseline/{{encoder}}/seed{{seed}}/{TRAIN}.jsonl",
     log:
-        f"logs/mine/dense/{ENCODER}/seed{{seed}}/{TRAIN}.log",
+        f"logs/mine/dense/baseline/{{encoder}}/seed{{seed}}/{TRAIN}.log",
 
 
 rule hf_pairs:
@@ -95,8 +95,6 @@ rule finetune:
     params:
         args=flags(config.get("finetune", {}), skip=("data", "group_size")),
         group_size=group_size,  # negatives `none`: 1 (the positive; in-batch negatives only)
-        # the variant's prompt kinds (grid.prompts): only slot tokens its adaptation trained
-        prompts=lambda wc: "--query_prompt {query} --passage_prompt {passage}".format(**prompt_of(wc.variant)),
         code=code_version("finetune"),
     resources:
         launch=job_name("finetune"),
@@ -109,8 +107,7 @@ rule finetune:
         benchmark("finetune", LLARA, "finetuned", "{negatives}")
     shell:
         "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.finetune "
-        "--model_name_or_path {input.model} --train_file {input.train} --prompt_style {wildcards.style} "
-        "{params.prompts} --seed {wildcards.seed} --report_to none --save_strategy steps {params.args} "
+        "--model_name_or_path {input.model} --train_file {input.train} --seed {wildcards.seed} --report_to none --save_strategy steps {params.args} "
         "--group_size {params.group_size} --output_dir {output.model} > {log} 2>&1"
 
 
