@@ -88,9 +88,8 @@ def expected_counts(cfg: dict) -> dict[str, int]:
         "adapt": models,
         "finetune": finetuned,
         "export_st": finetuned,
-        "score": systems * datasets,
-        "score_checkpoint": len(cfg.get("checkpoints", {})) * datasets,
-        "score_baseline": n_baselines * datasets,
+        # one score rule for every system: LLaRA systems, released checkpoints, baselines
+        "score": (systems + len(cfg.get("checkpoints", {})) + n_baselines) * datasets,
         "tables": 1,
     }
 
@@ -119,15 +118,11 @@ def test_default_grid_job_counts(tmp_path):
         "adapt": 12,
         "finetune": 12,
         "export_st": 12,
-        "encode_corpus": 24,
-        "encode_corpus_baseline": 1,
-        "encode_queries": 24,
-        "encode_queries_baseline": 1,
-        "search": 24,
-        "search_baseline": 1,
+        "encode_corpus": 25,  # 24 LLaRA systems + minilm: one rule over {system}
+        "encode_queries": 25,
+        "search": 25,
         "bm25": 1,
-        "score": 24,
-        "score_baseline": 2,
+        "score": 26,
         "tables": 1,
         "all": 1,
         "total": 147,
@@ -150,9 +145,16 @@ def test_zero_shot_encodes_the_adapted_checkpoint_with_the_variant_prompts(tmp_p
     assert len(zeroshot) == len(finetuned) == 2  # corpus and queries
     assert all("--model results/adapt/released/ebae/seed0/model " in c for c in zeroshot)
     assert all("--model results/finetune/released/ebae/seed0/bm25/model " in c for c in finetuned)
-    assert all("--query-prompt ebae --passage-prompt ebae" in c for c in encodes)
+    # the prompts are the checkpoint's (llara_prompt.json, written by adaptation): never repeated
+    assert not any("--prompt-style" in c or "--query-prompt" in c or "--passage-prompt" in c for c in encodes)
+    (adapt,) = [c for c in commands if "llara.adapt " in c and "--variant ebae " in c]
+    assert "--prompt_style released --query_prompt ebae --passage_prompt ebae " in adapt
+    (finetune,) = [c for c in commands if "llara.finetune " in c and "/ebae/seed0/" in c]
+    assert "--prompt_style" not in finetune and "--query_prompt" not in finetune
     (score,) = [c for c in commands if "llara.score " in c and "/ebae/seed0/zeroshot/" in c]
     assert "--output results/metrics/llara/released/ebae/seed0/zeroshot/synthetic/test.json" in score
+    assert "--encoding results/encode/llara/released/ebae/seed0/zeroshot/synthetic/queries-test " in score
+    assert not any(f in score for f in ("--variant", "--prompt-style", "--query-prompt", "--seed"))
     (st,) = [c for c in commands if "llara.st " in c and "/ebae/" in c]
     assert st.endswith(
         "python -m llara.st --model results/finetune/released/ebae/seed0/bm25/model --output "
@@ -187,7 +189,8 @@ def test_negatives_axis_crosses_the_variants(tmp_path):
     assert counts["finetune"] == counts["export_st"] == 2 * 3
     assert counts["mine_bm25"] == 1 and counts["no_negatives"] == 1 and counts["mine_dense"] == 2
     # zero-shot scores (2) + fine-tuned scores (2 x 3); the train split is searched for dense mining only
-    assert counts["score"] == 8 and counts["search"] == 8 + 2
+    # (+ bm25 and minilm: one score rule for every system, one search rule for every encoder)
+    assert counts["score"] == 8 + 2 and counts["search"] == 8 + 2 + 1
     finetunes = {
         c.split("--name finetune-released-")[1].split()[0]: c for c in commands if "llara.finetune " in c
     }
@@ -271,7 +274,7 @@ def test_released_checkpoints_config_plans_no_training(tmp_path):
     r = snakemake(tmp_path, REPO / "config" / "released.yaml", "-n", "-p")
     commands, counts = shell_commands(r), job_counts(r.stdout)
     assert not {"adapt", "finetune", "base_model", "pretrain_pairs", "export_st"} & set(counts)
-    assert counts["score_checkpoint"] == 3 * 13 and counts["score_baseline"] == 13
+    assert counts["score"] == 3 * 13 + 13
     encodes = [c for c in commands if "llara.encode " in c and "/scifact/" in c]
     by = {
         name: [c for c in encodes if f"--model BAAI/{name} " in c]
@@ -289,7 +292,7 @@ def test_released_checkpoints_config_plans_no_training(tmp_path):
     assert all("results/encode/checkpoint/LLARA-passage/finetuned/dense/" in c for c in by["LLARA-passage"])
     assert all("results/encode/checkpoint/LLARA-beir/finetuned/bm25/" in c for c in by["LLARA-beir"])
     (score,) = [c for c in commands if "llara.score " in c and "LLARA-beir/finetuned/bm25/scifact" in c]
-    assert "--model BAAI/LLARA-beir --variant LLARA-beir --query-prompt ebar --passage-prompt ebae" in score
+    assert "--model BAAI/LLARA-beir --encoding results/encode/checkpoint/LLARA-beir/finetuned/bm25/scifact/" in score
 
 
 def test_no_ruleorder_and_every_heavy_rule_is_benchmarked():
@@ -399,16 +402,17 @@ def test_untrained_prompts_are_allowed_for_none_and_reach_every_stage(tmp_path):
         ]
         return found
 
-    assert "--query_prompt ebae --passage_prompt ebar" in command("finetune", "none")
-    assert "--query_prompt ebae --passage_prompt ebae" in command("finetune", "ebae")
-    assert "--query_prompt ebar --passage_prompt ebar" in command("finetune", "ebar")
-    assert "--query-prompt ebar --passage-prompt ebae" in command("score", "joint")
-    assert "--query-prompt ebae --passage-prompt ebar" in command("score", "none")
-    encodes = [c for c in commands if "llara.encode " in c and "/none/seed0/" in c]
-    assert len(encodes) == 4 and all(
-        "--query-prompt ebae --passage-prompt ebar" in c for c in encodes
-    )  # 2 stages
-    assert not any("--query-prompt" in c for c in commands if "baseline/" in c)  # baselines have none
+    # the prompts are born in adaptation (llara_prompt.json) and read from the checkpoint after it
+    assert "--query_prompt ebae --passage_prompt ebar" in command("adapt", "none")
+    assert "--query_prompt ebae --passage_prompt ebae" in command("adapt", "ebae")
+    assert "--query_prompt ebar --passage_prompt ebar" in command("adapt", "ebar")
+    assert "--query_prompt ebar --passage_prompt ebae" in command("adapt", "joint")
+    later = [c for c in commands if any(f"llara.{s} " in c for s in ("finetune", "encode", "score"))]
+    assert later and not any(f in c for c in later for f in ("--prompt", "--query-prompt", "--query_prompt"))
+    # score records the prompts the encoding's .meta.json names
+    assert "--encoding results/encode/llara/released/none/seed0/finetuned/bm25/synthetic/queries-test" in command(
+        "score", "none"
+    )
 
 
 def test_a_grid_needs_its_training_sections(tmp_path):
@@ -588,6 +592,7 @@ def test_the_end_of_a_run_shows_the_table_or_the_failed_rule(tmp_path):
     assert len(end) == 2 and "Complete log" in end[0] and "Elapsed time" in end[0]  # Snakemake's come first
     assert table in end[1] and f"Tables: {tmp_path / 'ok' / 'results' / 'tables'}/" in end[1]
     assert end[1].rstrip().splitlines()[-1] == "=" * 78
+    (tmp_path / "missing").mkdir()  # a dataset folder with nothing in it: BM25 fails on the corpus
     config = baseline_only(tmp_path, {"source": "path", "path": str(tmp_path / "missing")})
     bad = snakemake(tmp_path / "bad", config, "--cores", "1", merge=True)
     assert bad.returncode != 0
@@ -631,3 +636,12 @@ Error in rule finetune:
         {"rule": "tables", "jobid": "1", "log": "logs/tables.log"},
     ]  # fmt: skip
     assert failed_jobs("rule a:\n    jobid: 1\nFinished jobid: 1\n") == []
+
+
+def test_evaluation_is_one_rule_per_step():
+    """One rule per step over the {system} path segment: no `use rule ... with:` twins per kind of system."""
+    text = (REPO / "workflow" / "rules" / "evaluate.smk").read_text()
+    assert "use rule" not in text
+    assert [line.split()[1].rstrip(":") for line in text.splitlines() if line.startswith("rule ")] == [
+        "encode_corpus", "encode_queries", "search", "bm25", "score",
+    ]  # fmt: skip

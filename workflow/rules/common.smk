@@ -105,8 +105,9 @@ def _resolve_paths():
 
 
 def prompt_of(variant: str) -> dict[str, str]:
-    """The prompts of a variant's retriever (grid.prompts, filled in with llara.grid's defaults)."""
-    return PROMPTS[variant] if variant in PROMPTS else grid.variant(variant).prompts
+    """The prompts of a variant's retriever: grid.prompts, which the schema fills in for every variant of
+    llara.grid with its defaults."""
+    return PROMPTS[variant]
 
 
 _resolve_paths()
