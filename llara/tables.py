@@ -444,24 +444,7 @@ def delta_summary(
     group_cols = ["variant", *PROMPTS, *FAMILY]
     for key, g in per_seed.groupby(group_cols, sort=False):
         labels = dict(zip(group_cols, key, strict=True))
-        pairs = []
-        for seed in sorted(g["seed"]):
-            run_key = {k: labels[k] for k in KEY if k in labels} | {"seed": seed}
-            run = by_key[tuple(run_key[k] for k in KEY)]
-            base = by_key[tuple((run_key | {"variant": baseline})[k] for k in KEY)]
-            pairs.append((run, base))
-        common = sorted(set.intersection(*(set(r["per_query"]) & set(b["per_query"]) for r, b in pairs)))
-        d = (
-            np.mean(
-                [
-                    _values(r, common, labels["metric"]) - _values(b, common, labels["metric"])
-                    for r, b in pairs
-                ],
-                axis=0,
-            )
-            if common
-            else np.array([])
-        )
+        d = _seed_averaged_differences(labels, sorted(g["seed"]), by_key, baseline)
         p_w, p_t = paired_tests(d)
         delta, ci, n = mean_ci(g["delta"])
         rows.append(
@@ -469,7 +452,7 @@ def delta_summary(
             | {
                 "baseline": baseline,
                 "n_seeds": n,
-                "n_queries": len(common),
+                "n_queries": len(d),
                 "baseline_mean": float(g["baseline_mean"].mean()),
                 "variant_mean": float(g["variant_mean"].mean()),
                 "delta": delta,
@@ -480,26 +463,9 @@ def delta_summary(
                 "ttest_p": p_t,
             }
         )
-    cols = [
-        *group_cols,
-        "baseline",
-        "n_seeds",
-        "n_queries",
-        "baseline_mean",
-        "variant_mean",
-        "delta",
-        "delta_ci",
-    ]
-    cols += ["wins", "losses", "wilcoxon_p", "wilcoxon_p_holm", "ttest_p", "ttest_p_holm", "family_size"]
-    table = pd.DataFrame(rows, columns=[c for c in cols if not c.endswith(("_holm", "family_size"))])
-    for test in ("wilcoxon_p", "ttest_p"):
-        table[f"{test}_holm"] = np.nan
-    table["family_size"] = 0
-    for _, g in table.groupby(FAMILY, sort=False):
-        table.loc[g.index, "wilcoxon_p_holm"] = holm(g["wilcoxon_p"].to_numpy())
-        table.loc[g.index, "ttest_p_holm"] = holm(g["ttest_p"].to_numpy())
-        table.loc[g.index, "family_size"] = int(g["wilcoxon_p"].notna().sum())
-    table = table[cols]
+    cols = [*group_cols, "baseline", "n_seeds", "n_queries", "baseline_mean", "variant_mean", "delta"]
+    cols += ["delta_ci", "wins", "losses", "wilcoxon_p", "ttest_p"]
+    table = _with_holm(pd.DataFrame(rows, columns=cols))
     unmatched = sorted(
         {
             (r["variant"], r["stage"], r["negatives"])
@@ -510,6 +476,40 @@ def delta_summary(
     table.attrs["unmatched"] = unmatched
     table.attrs["unmatched_files"] = per_seed.attrs["unmatched"]
     return table
+
+
+def _seed_averaged_differences(
+    labels: dict[str, Any], seeds: list[int], by_key: dict[tuple, Result], baseline: str
+) -> np.ndarray:
+    """Per query (those every paired run scored): the variant's value minus the baseline's, averaged
+    over the seeds. (Q,)"""
+    pairs = []
+    for seed in seeds:
+        run_key = {k: labels[k] for k in KEY if k in labels} | {"seed": seed}
+        run = by_key[tuple(run_key[k] for k in KEY)]
+        base = by_key[tuple((run_key | {"variant": baseline})[k] for k in KEY)]
+        pairs.append((run, base))
+    common = sorted(set.intersection(*(set(r["per_query"]) & set(b["per_query"]) for r, b in pairs)))
+    if not common:
+        return np.array([])
+    metric = labels["metric"]
+    return np.mean([_values(r, common, metric) - _values(b, common, metric) for r, b in pairs], axis=0)
+
+
+def _with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """``wilcoxon_p_holm`` / ``ttest_p_holm`` after their test, Holm-adjusted within each family
+    (FAMILY: one block of deltas.md), and the family's size."""
+    for test in ("wilcoxon_p", "ttest_p"):
+        table[f"{test}_holm"] = np.nan
+    table["family_size"] = 0
+    for _, g in table.groupby(FAMILY, sort=False):
+        table.loc[g.index, "wilcoxon_p_holm"] = holm(g["wilcoxon_p"].to_numpy())
+        table.loc[g.index, "ttest_p_holm"] = holm(g["ttest_p"].to_numpy())
+        table.loc[g.index, "family_size"] = int(g["wilcoxon_p"].notna().sum())
+    order = [c for c in table.columns if not c.endswith(("_holm", "family_size"))]
+    at = order.index("ttest_p")
+    order = [*order[:at], "wilcoxon_p_holm", "ttest_p", "ttest_p_holm", *order[at + 1 :], "family_size"]
+    return table[order]
 
 
 def _p(p: float) -> str:
@@ -716,112 +716,96 @@ def uses_gpus(cost: pd.DataFrame) -> bool:
 
 def cost_markdown(cost: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "none") -> str:
     """Per system (mean over seeds): prompts, adaptation and fine-tuning hours, corpus passages per
-    second, ``metric`` (average over datasets), its gain against ``baseline`` (same prompt style; for
-    baselines: the only ``baseline`` row, if there is exactly one) and that gain per hour of the
-    system's adaptation. Hours are GPU-hours when any job had a GPU, else CPU-hours, with wall-hours
+    second, ``metric`` (average over datasets), its gain against ``baseline`` (same prompt style, stage
+    and negatives; BM25 and plain encoders are not compared, as in deltas.md) and that gain per hour of
+    the system's adaptation. Hours are GPU-hours when any job had a GPU, else CPU-hours, with wall-hours
     beside them; the header says which."""
     gpu = uses_gpus(cost)
     unit = "GPU-h" if gpu else "CPU-h"
     numeric = [c for c in cost.columns if c.endswith(("_hours", "_per_s", "_mb")) or c == metric]
     df = cost.copy()
     df[numeric] = df[numeric].astype(float)
-    for col in ("stage", "negatives"):  # tables written before the stage axis
-        if col not in df:
-            df[col] = "-"
-    group = ["variant", "prompt_style", "stage", "negatives"]
-    g = df.groupby(group, sort=False)
+    g = df.groupby(["variant", "prompt_style", "stage", "negatives"], sort=False)
     mean = g[numeric].mean()
     seeds = g.size()
     prompts = g.apply(prompt_label, include_groups=False) if len(df) else pd.Series(dtype=str)
-    base = mean.loc[mean.index.get_level_values("variant") == baseline]
     several_negatives = df.loc[df["stage"] == "finetuned", "negatives"].nunique() > 1
-
-    def reference(style, stage, negatives):
-        """The baseline's metric at the same prompt style, stage and negatives; for systems without a
-        style (baselines): the only baseline row (fine-tuned, when it has a zero-shot one too)."""
-        if (baseline, style, stage, negatives) in base.index:
-            return base.loc[(baseline, style, stage, negatives), metric]
-        if style != "-":
-            return np.nan
-        rows = base if len(base) == 1 else base[base.index.get_level_values("stage") == "finetuned"]
-        return rows[metric].iloc[0] if len(rows) == 1 else np.nan
-
-    def hours(row, stage):
-        h = row[f"{stage}_gpu_hours"] if gpu else row[f"{stage}_cpu_hours"]
-        if pd.isna(h):
-            return np.nan, "–"
-        text = f"{h:.4f}" if gpu else f"{h:.4f} / {row[f'{stage}_wall_hours']:.4f}"
-        return h, text
-
     suffix = "" if gpu else " / wall-h (no GPU: CPU-hours)"
-    head = [
-        "system",
-        "prompts q/p",
-        f"adaptation {unit}{suffix}",
-        f"fine-tuning {unit}{suffix}",
-        "corpus passages/s",
-        f"{metric} (avg)",
-        f"Δ vs {baseline}",
-        f"Δ per adaptation {unit}",
-    ]
+    head = ["system", "prompts q/p", f"adaptation {unit}{suffix}", f"fine-tuning {unit}{suffix}"]
+    head += ["corpus passages/s", f"{metric} (avg)", f"Δ vs {baseline}", f"Δ per adaptation {unit}"]
     lines = [
         f"Cost of each system and {metric} gained against `{baseline}` per {unit} of adaptation\n",
         "| " + " | ".join(head) + " |",
         "|---" * len(head) + "|",
     ]
-    for (variant, style, stage, negatives), row in mean.iterrows():
+    for key, row in mean.iterrows():
+        variant, style, stage, negatives = key
         name = variant + ("" if style == "-" else f" [{style}]")
         if stage != "-":
             name += f" {stage_label(stage, negatives, several_negatives)}"
-        if seeds[(variant, style, stage, negatives)] > 1:
-            name += f" ({seeds[(variant, style, stage, negatives)]} seeds)"
-        adapt_h, adapt_text = hours(row, "adapt") if "adapt_gpu_hours" in row else (np.nan, "–")
-        _, ft_text = hours(row, "finetune") if "finetune_gpu_hours" in row else (np.nan, "–")
-        delta = row[metric] - reference(style, stage, negatives)
-        per = delta / adapt_h if variant != baseline and style != "-" and adapt_h and adapt_h > 0 else np.nan
-        speed = row["encode_passages_per_s"]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    name,
-                    prompts.get((variant, style, stage, negatives), "-"),
-                    adapt_text if style != "-" else "–",
-                    ft_text if style != "-" and stage != "zeroshot" else "–",
-                    "–" if pd.isna(speed) else f"{speed:.1f}",
-                    "–" if pd.isna(row[metric]) else f"{row[metric]:.4f}",
-                    "–" if variant == baseline or pd.isna(delta) else f"{delta:+.4f}",
-                    "–" if pd.isna(per) else f"{per:+.3g}",
-                ]
-            )
-            + " |"
-        )
+        if seeds[key] > 1:
+            name += f" ({seeds[key]} seeds)"
+        reference = (baseline, style, stage, negatives)
+        delta = row[metric] - mean.loc[reference, metric] if reference in mean.index else np.nan
+        cells = _cost_cells(row, style, stage, gpu, metric, np.nan if variant == baseline else delta)
+        lines.append("| " + " | ".join([name, prompts.get(key, "-"), *cells]) + " |")
+    return "\n".join(lines + _cost_notes(df, gpu, unit, metric, baseline)) + "\n"
+
+
+def _cost_cells(row: pd.Series, style: str, stage: str, gpu: bool, metric: str, delta: float) -> list[str]:
+    """adaptation hours, fine-tuning hours, passages/s, metric, delta, delta per adaptation hour."""
+
+    def hours(part: str) -> tuple[float, str]:
+        h = row.get(f"{part}_gpu_hours" if gpu else f"{part}_cpu_hours", np.nan)
+        if pd.isna(h) or style == "-":
+            return np.nan, "–"
+        return h, f"{h:.4f}" if gpu else f"{h:.4f} / {row[f'{part}_wall_hours']:.4f}"
+
+    adapt_h, adapt_text = hours("adapt")
+    ft_text = hours("finetune")[1] if stage != "zeroshot" else "–"
+    per = delta / adapt_h if adapt_h and adapt_h > 0 else np.nan
+    speed = row["encode_passages_per_s"]
+    return [
+        adapt_text,
+        ft_text,
+        "–" if pd.isna(speed) else f"{speed:.1f}",
+        "–" if pd.isna(row[metric]) else f"{row[metric]:.4f}",
+        "–" if pd.isna(delta) else f"{delta:+.4f}",
+        "–" if pd.isna(per) else f"{per:+.3g}",
+    ]
+
+
+COST_SOURCES = {
+    "sacct": "SLURM accounting (sacct)",
+    "benchmark+launcher": "Snakemake's benchmark (wall time), the job itself (CPU time) and the launcher (GPUs)",
+    "benchmark": "Snakemake's benchmark",
+    "none": "nothing (sacct did not answer; see the notes)",
+}
+
+
+def _cost_notes(df: pd.DataFrame, gpu: bool, unit: str, metric: str, baseline: str) -> list[str]:
+    """The lines under the cost table: what the hours are and who measured them."""
     source = sorted({str(s) for c in df.columns if c.endswith("_cost_source") for s in df[c].dropna()})
-    sources = {
-        "sacct": "SLURM accounting (sacct)",
-        "benchmark+launcher": "Snakemake's benchmark (wall time), the job itself (CPU time) and the launcher (GPUs)",
-        "benchmark": "Snakemake's benchmark",
-        "none": "nothing (sacct did not answer; see the notes)",
-    }
     what = (
         "allocated GPUs x elapsed time, summed over a job's attempts"
         if gpu
         else "CPU time the stage command used (no job had a GPU); wall-h: elapsed time"
     )
-    lines += [
+    lines = [
         "",
-        f"{unit}: {what}. Measured by: " + "; ".join(sources.get(s, s) for s in source) + "."
+        f"{unit}: {what}. Measured by: " + "; ".join(COST_SOURCES.get(s, s) for s in source) + "."
         if source
         else f"{unit}: no measurements were given.",
         "Corpus passages/s: encoding only (model loading excluded), per job.",
         f"Δ per adaptation {unit}: ({metric} - {metric} of `{baseline}`) / the system's adaptation {unit};"
         f" fine-tuning is the same recipe for every variant. `{baseline}` adapts nothing (its adaptation"
-        " copies the base model). Means over seeds; no significance here (see deltas.md).",
+        " copies the base model). BM25 and plain encoders are not compared (as in deltas.md). Means over"
+        " seeds; no significance here (see deltas.md).",
     ]
     notes = sorted({str(n) for c in df.columns if c.endswith("_note") for n in df[c].dropna()})
     if notes:
         lines.append("Notes from the job records: " + "; ".join(notes))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def bar_chart(table: pd.DataFrame, path: str | os.PathLike, metric: str = "ndcg@10") -> Path:

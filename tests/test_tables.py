@@ -569,7 +569,8 @@ def test_cost_table_and_markdown_with_gpus(grid_files):
         rows["joint [released]"]
         == "| joint [released] | ebar/ebae | 0.8000 | 0.2500 | 15.0 | 0.5000 | +0.2000 | +0.25 |"
     )
-    assert rows["bm25"] == "| bm25 | - | – | – | – | 0.4000 | +0.1000 | – |"  # a baseline: a row, no hours
+    # a baseline: a row, no hours, and no delta against `none` (deltas.md does not compare it either)
+    assert rows["bm25"] == "| bm25 | - | – | – | – | 0.4000 | – | – |"
 
 
 def test_cost_without_gpus_uses_cpu_hours_and_says_so(tmp_path, grid_files):
