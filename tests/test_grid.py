@@ -82,10 +82,19 @@ def test_shipped_configs_validate_and_use_the_default_prompts(name):
             lambda c: c["grid"]["prompts"]["joint"].update(pasage="ebae"),
             "config/x.yaml: unknown key grid.prompts.joint.pasage; allowed keys there: passage, query",
         ),
-        (lambda c: c["grid"].update(variants=["none", "both"]), "grid.variants.1 is 'both'; allowed: none, ebae"),
-        (lambda c: c["finetune"].update(max_steps=0), "finetune.max_steps is 0; -1: num_train_epochs decides"),
+        (
+            lambda c: c["grid"].update(variants=["none", "both"]),
+            "grid.variants.1 is 'both'; allowed: none, ebae",
+        ),
+        (
+            lambda c: c["finetune"].update(max_steps=0),
+            "finetune.max_steps is 0; -1: num_train_epochs decides",
+        ),
         (lambda c: c["adapt"].update(max_steps=-5), "adapt.max_steps: -5 is less than the minimum of -1"),
-        (lambda c: c["finetune"].update(num_train_epochs=0), "finetune.num_train_epochs: 0 is less than or equal"),
+        (
+            lambda c: c["finetune"].update(num_train_epochs=0),
+            "finetune.num_train_epochs: 0 is less than or equal",
+        ),
     ],
 )
 def test_schema_errors_are_one_line_naming_file_and_key(change, message):
@@ -100,7 +109,9 @@ def test_cross_field_checks_are_a_plain_function(tmp_path):
     cfg = copy.deepcopy(DEFAULT)
     cfg["grid"]["prompts"]["ebae"]["query"] = "ebar"
     gridconfig.validate(cfg)
-    with pytest.raises(gridconfig.ConfigError, match="grid.prompts.ebae.query is 'ebar', but the ebae variant"):
+    with pytest.raises(
+        gridconfig.ConfigError, match="grid.prompts.ebae.query is 'ebar', but the ebae variant"
+    ):
         gridconfig.check_config(cfg, REPO)
     cfg = copy.deepcopy(DEFAULT)
     cfg["base_model"]["source"] = str(tmp_path / "no-such-model")
@@ -131,7 +142,13 @@ def test_system_paths_round_trip(system):
 
 def test_system_labels_and_bad_paths():
     s = System.from_path("results/benchmarks/finetune/llara/released/ebar/seed1/finetuned/dense.tsv")
-    assert s.labels() == {"variant": "ebar", "prompt_style": "released", "seed": 1, "stage": "finetuned", "negatives": "dense"}
+    assert s.labels() == {
+        "variant": "ebar",
+        "prompt_style": "released",
+        "seed": 1,
+        "stage": "finetuned",
+        "negatives": "dense",
+    }
     assert System("baseline", "bm25").labels() == {
         "variant": "bm25", "prompt_style": "-", "seed": -1, "stage": "-", "negatives": "-",
     }  # fmt: skip
@@ -162,7 +179,11 @@ def test_a_variant_registered_in_the_vocabulary_alone_is_planned(tmp_path, throw
     del cfg["grid"]["prompts"]
     gridconfig.validate(copy.deepcopy(cfg))  # in process: the schema knows it
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(throwaway_variant), str(REPO)]), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(throwaway_variant), str(REPO)]),
+        "HF_HUB_OFFLINE": "1",
+    }
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path / "w"),
            "-n", "-p", "--configfile", str(tmp_path / "c.yaml")]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -170,7 +191,10 @@ def test_a_variant_registered_in_the_vocabulary_alone_is_planned(tmp_path, throw
     assert done.returncode == 0, shown[-3000:]
     commands = [line for line in shown.splitlines() if line.startswith("Shell command:")]
     (adapt,) = [c for c in commands if "llara.adapt " in c and "--variant ebae2 " in c]
-    assert "--train_file results/pairs/pairs.jsonl" in adapt and "--query_prompt ebae --passage_prompt ebae" in adapt
+    assert (
+        "--train_file results/pairs/pairs.jsonl" in adapt
+        and "--query_prompt ebae --passage_prompt ebae" in adapt
+    )
     planned = {c.split(" -m llara.", 2)[-1].split()[0] for c in commands if "/ebae2/" in c}
     assert {"adapt", "finetune", "encode", "search", "score", "st"} <= planned
     tables = [c for c in commands if "llara.tables " in c][0]
@@ -190,7 +214,10 @@ def test_a_target_of_any_registered_variant_is_planned_and_other_names_are_not(t
     ok = dry_run("results/metrics/llara/released/ebar/seed0/finetuned/dense/synthetic/test.json")
     assert ok.returncode == 0, ok.stderr[-2000:]
     shown = ok.stdout + ok.stderr
-    assert "rule adapt:" in shown and "--variant ebar --prompt_style released --query_prompt ebar --passage_prompt ebar" in shown
+    assert (
+        "rule adapt:" in shown
+        and "--variant ebar --prompt_style released --query_prompt ebar --passage_prompt ebar" in shown
+    )
     assert "rule mine_dense:" in shown  # a negatives kind the config's axis leaves out is a target too
     for bad_target in (
         "results/metrics/llara/released/both/seed0/zeroshot/synthetic/test.json",  # no such variant

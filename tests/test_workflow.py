@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -292,7 +293,10 @@ def test_released_checkpoints_config_plans_no_training(tmp_path):
     assert all("results/encode/checkpoint/LLARA-passage/finetuned/dense/" in c for c in by["LLARA-passage"])
     assert all("results/encode/checkpoint/LLARA-beir/finetuned/bm25/" in c for c in by["LLARA-beir"])
     (score,) = [c for c in commands if "llara.score " in c and "LLARA-beir/finetuned/bm25/scifact" in c]
-    assert "--model BAAI/LLARA-beir --encoding results/encode/checkpoint/LLARA-beir/finetuned/bm25/scifact/" in score
+    assert (
+        "--model BAAI/LLARA-beir --encoding results/encode/checkpoint/LLARA-beir/finetuned/bm25/scifact/"
+        in score
+    )
 
 
 def test_no_ruleorder_and_every_heavy_rule_is_benchmarked():
@@ -410,8 +414,9 @@ def test_untrained_prompts_are_allowed_for_none_and_reach_every_stage(tmp_path):
     later = [c for c in commands if any(f"llara.{s} " in c for s in ("finetune", "encode", "score"))]
     assert later and not any(f in c for c in later for f in ("--prompt", "--query-prompt", "--query_prompt"))
     # score records the prompts the encoding's .meta.json names
-    assert "--encoding results/encode/llara/released/none/seed0/finetuned/bm25/synthetic/queries-test" in command(
-        "score", "none"
+    assert (
+        "--encoding results/encode/llara/released/none/seed0/finetuned/bm25/synthetic/queries-test"
+        in command("score", "none")
     )
 
 
@@ -645,3 +650,40 @@ def test_evaluation_is_one_rule_per_step():
     assert [line.split()[1].rstrip(":") for line in text.splitlines() if line.startswith("rule ")] == [
         "encode_corpus", "encode_queries", "search", "bm25", "score",
     ]  # fmt: skip
+
+
+def test_rules_run_the_python_that_runs_snakemake(tmp_path):
+    """With a PATH that holds no project environment (only the system's Python, which lacks the
+    project's packages), `.venv/bin/snakemake` still runs every rule with its own interpreter."""
+    env = {k: v for k, v in ENV.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(baseline_only(tmp_path, {"source": "synthetic"})))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path / "w"),
+           "--configfile", str(config), "--cores", "1"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert (tmp_path / "w" / "results" / "tables" / "long.parquet").is_file()
+
+
+def test_a_local_dataset_is_an_input_so_editing_it_reruns_its_scores(tmp_path):
+    """source: path: the folder's files are rule inputs; cutting its qrels to 3 queries reruns BM25's
+    score (and the tables) instead of "Nothing to be done"."""
+    made = snakemake(tmp_path / "gen", baseline_only(tmp_path, {"source": "synthetic"}), "--cores", "1",
+                     "resources/synthetic/beir")  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    local = tmp_path / "local"
+    shutil.copytree(tmp_path / "gen" / "resources" / "synthetic" / "beir", local)
+    config = baseline_only(tmp_path, {"source": "path", "path": str(local)})
+    first = snakemake(tmp_path / "w", config, "--cores", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = tmp_path / "w" / "results" / "metrics" / "baseline" / "bm25" / "d" / "test.json"
+    assert json.loads(metrics.read_text())["num_judged_queries"] == 6
+    qrels = local / "qrels" / "test.tsv"
+    lines = qrels.read_text().splitlines()
+    kept = {line.split("\t")[0] for line in lines[1:]}
+    keep = sorted(kept)[:3]
+    qrels.write_text("\n".join([lines[0], *(x for x in lines[1:] if x.split("\t")[0] in keep)]) + "\n")
+    again = snakemake(tmp_path / "w", config, "--cores", "1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" not in again.stdout + again.stderr
+    assert json.loads(metrics.read_text())["num_judged_queries"] == 3
