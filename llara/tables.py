@@ -50,12 +50,22 @@ import pandas as pd
 from scipy import stats
 
 from llara.grid import CORE_VARIANTS, NEGATIVES, STAGES, System, model_labels
-from llara.io import DataError, atomic_path, atomic_write_text
+from llara.io import DataError, atomic_path, atomic_write_text, cli_main
 
 KEY = ["variant", "prompt_style", "seed", "stage", "negatives", "dataset", "split"]
 SYSTEM_KEY = ["variant", "prompt_style", "stage", "negatives"]  # a table row: a system over its seeds
 PROMPTS = ["query_prompt", "passage_prompt"]  # prompt kinds of a LLaRA run ("-" for baselines)
 MSMARCO_METRICS = ("mrr@10", "recall@1000")  # reported for MS MARCO dev beside the BEIR average
+RECALL_CUTOFFS = (100, 1000)  # the recall cut-offs llara.score computes
+
+
+def msmarco_metrics(top_k: int = 1000) -> tuple[str, str]:
+    """MRR@10 and the deepest recall the runs can tell: Recall@1000 needs 1,000 documents per query (a
+    top-100 run would print Recall@1000 equal to Recall@100), else Recall@100."""
+    deepest = max((c for c in RECALL_CUTOFFS if c <= top_k), default=RECALL_CUTOFFS[0])
+    return MSMARCO_METRICS[0], f"recall@{deepest}"
+
+
 CONFIDENCE = 0.95
 Result = dict[str, Any]  # labels (KEY + model, prompts, source) plus "metrics", "num_queries", "per_query"
 
@@ -219,7 +229,7 @@ def headline_metric(dataset: str, metric: str, msmarco: Sequence[str]) -> str:
 
 
 def summary_table(
-    long: pd.DataFrame, metric: str = "ndcg@10", msmarco: Sequence[str] = ("msmarco",)
+    long: pd.DataFrame, metric: str = "ndcg@10", msmarco: Sequence[str] = ("msmarco",), top_k: int = 1000
 ) -> pd.DataFrame:
     """One row per (system, column): ``column`` is a dataset ("dataset/split" when a dataset has several
     splits), ``average`` (per seed the mean over the non-MS MARCO datasets, for systems that have them
@@ -233,7 +243,7 @@ def summary_table(
     several_splits = df.groupby("dataset")["split"].nunique().max() > 1
     df["column"] = df["dataset"] + ("/" + df["split"] if several_splits else "")
     beir = df[~df["dataset"].isin(msmarco) & (df["metric"] == metric)]
-    marco = df[df["dataset"].isin(msmarco) & df["metric"].isin(MSMARCO_METRICS)].copy()
+    marco = df[df["dataset"].isin(msmarco) & df["metric"].isin(msmarco_metrics(top_k))].copy()
     marco["column"] = marco["column"] + " " + marco["metric"]
     rows = []
     columns = sorted(beir["column"].unique())
@@ -852,14 +862,15 @@ def write_tables(
     encode_meta: Sequence[str | os.PathLike] = (),
     msmarco: Sequence[str] = ("msmarco",),
     cost: bool = False,
+    top_k: int = 1000,
 ) -> dict[str, Path]:
     """Write every table and the chart into ``output_dir``; returns {name: path}. ``cost.csv`` and
     ``cost.md`` are written when ``benchmarks`` or ``encode_meta`` are given, or with ``cost`` (a grid
-    of baselines only has no job to count)."""
+    of baselines only has no job to count). ``top_k``: the runs' depth (see :func:`msmarco_metrics`)."""
     out, stem = Path(output_dir), metric.replace("@", "")
     runs = load_runs(files)
     long = long_table(runs)
-    summary = summary_table(long, metric, msmarco)
+    summary = summary_table(long, metric, msmarco, top_k)
     per_seed = deltas(runs, metric, baseline, msmarco)
     delta = delta_summary(runs, metric, baseline, msmarco)
     names = [
@@ -894,6 +905,7 @@ def _runs(files_or_runs: Iterable[Any]) -> list[Result]:
     return items if items and all(isinstance(i, dict) for i in items) else load_runs(items)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llara.tables", description="Metrics JSONs -> result tables.")
     p.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics JSONs from llara.score")
@@ -905,6 +917,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=["msmarco"],
         help="datasets reported as MS MARCO: MRR@10 and Recall@1000 beside the average, not in it",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=1000,
+        help="documents per query in the runs: MS MARCO's recall column is the deepest cut-off <= this",
     )
     p.add_argument(
         "--benchmarks",
@@ -922,20 +940,19 @@ def main(argv: list[str] | None = None) -> int:
         help="corpus shard .meta.json files of llara.encode",
     )
     args = p.parse_args(argv)
-    try:
-        paths = write_tables(
-            args.metrics,
-            args.output_dir,
-            args.metric,
-            args.baseline,
-            args.benchmarks or [],
-            args.encode_meta or [],
-            args.msmarco,
-            cost=args.benchmarks is not None or args.encode_meta is not None,
-        )
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.top_k < 1:
+        raise DataError(f"--top-k must be >= 1, got {args.top_k}")
+    paths = write_tables(
+        args.metrics,
+        args.output_dir,
+        args.metric,
+        args.baseline,
+        args.benchmarks or [],
+        args.encode_meta or [],
+        args.msmarco,
+        cost=args.benchmarks is not None or args.encode_meta is not None,
+        top_k=args.top_k,
+    )
     print(f"tables in {args.output_dir}: " + " ".join(p.name for p in paths.values()))
     print(f'read them with: pd.read_parquet("{paths["long.parquet"]}")')
     return 0

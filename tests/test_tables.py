@@ -169,9 +169,10 @@ GRID = {
 
 
 def marco_json(mrr: float, recall: float, **prov) -> dict:
-    per_query = {q: {"ndcg@10": mrr, "mrr@10": mrr, "recall@1000": recall} for q in Q4}
+    values = {"ndcg@10": mrr, "mrr@10": mrr, "recall@100": recall / 2, "recall@1000": recall}
+    per_query = {q: dict(values) for q in Q4}
     return {
-        "metrics": {"ndcg@10": mrr, "mrr@10": mrr, "recall@1000": recall},
+        "metrics": dict(values),
         "per_query": per_query,
         "provenance": prov,
     }
@@ -246,6 +247,11 @@ def test_stage_from_the_path_or_the_provenance(grid, tmp_path):
 def test_main_table_both_stages_intervals_and_msmarco(grid):
     table = summary_table(long_table(grid), "ndcg@10")
     assert table.attrs["columns"] == ["scifact", "average", "msmarco mrr@10", "msmarco recall@1000"]
+    # runs of 100 documents per query cannot tell Recall@1000: the table shows Recall@100 instead
+    shallow = summary_table(long_table(grid), "ndcg@10", top_k=100)
+    assert shallow.attrs["columns"] == ["scifact", "average", "msmarco mrr@10", "msmarco recall@100"]
+    bm25 = shallow[(shallow.variant == "bm25") & (shallow.column == "msmarco recall@100")]
+    assert bm25["mean"].tolist() == [pytest.approx(0.45)]
     ebae_ft = table[(table.variant == "ebae") & (table.stage == "finetuned")].set_index("column")
     assert ebae_ft.loc["scifact", "mean"] == pytest.approx(0.4)
     assert ebae_ft.loc["scifact", "ci"] == pytest.approx(T_975_2 * 0.1 / np.sqrt(3))  # seeds .3 .5 .4
@@ -473,7 +479,7 @@ def test_cli_end_to_end(tmp_path, files, capsys):
     )
     deltas_csv = pd.read_csv(out / "deltas.csv")
     assert set(deltas_csv["metric"]) == {"recall@100"}
-    assert main(["--metrics", str(tmp_path / "missing.json"), "--output-dir", str(out)]) == 1
+    assert main(["--metrics", str(tmp_path / "missing.json"), "--output-dir", str(out)]) == 2  # bad input: io.BAD_INPUT
     assert "missing.json" in capsys.readouterr().err
 
 
@@ -651,7 +657,7 @@ def test_write_tables_with_cost_and_cli(tmp_path, grid_files, capsys):
     bad = tmp_path / "results" / "benchmarks" / "adapt" / "llara" / "released" / "ebar" / "seed0.tsv"
     bad.parent.mkdir(parents=True)
     bad.write_text("not\ta benchmark\n")
-    assert main([*argv, "--benchmarks", str(bad)]) == 1
+    assert main([*argv, "--benchmarks", str(bad)]) == 2
     assert "seed0.tsv: not a readable Snakemake benchmark" in capsys.readouterr().err
 
 

@@ -21,6 +21,7 @@ rule tables:
         cost=report("results/tables/cost.md", category="Tables"),
     params:
         metric=METRIC_NAME,
+        top_k=EVAL["top_k"],  # MS MARCO's recall column: the deepest cut-off the runs can tell
         code=code_version("tables"),
     conda:
         "../envs/llara.yaml"
@@ -28,5 +29,5 @@ rule tables:
         "logs/tables.log",
     shell:
         "python -m llara.tables --metrics {input.metrics} --benchmarks {input.benchmarks} "
-        "--encode-meta {input.encode_meta} --metric {params.metric} --output-dir results/tables > {log} 2>&1"
+        "--encode-meta {input.encode_meta} --metric {params.metric} --top-k {params.top_k} --output-dir results/tables > {log} 2>&1"
 
