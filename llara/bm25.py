@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llara.io import DataError, cli_warnings, format_ids, report_stream, warn_data, write_config
+from llara.io import cli_main, cli_warnings, format_ids, report_stream, warn_data, write_config
 from llara.runs import Run, write_trec_run
 
 
@@ -113,18 +113,7 @@ class BM25Index:
         return run
 
 
-def bm25_search(
-    doc_ids: Sequence[str],
-    texts: Sequence[str],
-    query_ids: Sequence[str],
-    queries: Sequence[str],
-    k: int = 1000,
-    **params: Any,
-) -> Run:
-    """Index a corpus and search it in one call."""
-    return BM25Index(doc_ids, texts, **params).search(query_ids, queries, k)
-
-
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llara.bm25", description="BM25 (bm25s) run on a BEIR split.")
     p.add_argument("--beir-dir", required=True, type=Path)
@@ -142,26 +131,22 @@ def main(argv: list[str] | None = None) -> int:
     from llara.beir import load_beir
 
     with cli_warnings():
-        try:
-            ds = load_beir(args.beir_dir, args.split)
-            doc_ids, texts = ds.corpus_items()
-            qids, queries = ds.query_items()
-            index = BM25Index(
-                doc_ids,
-                texts,
-                k1=args.k1,
-                b=args.b,
-                method=args.method,
-                stopwords=None if args.stopwords == "none" else args.stopwords,
-                stemmer=args.stemmer,
-                progress=args.progress,
-            )
-            run = index.search(qids, queries, args.k)
-            write_trec_run(args.output, run, args.tag)
-            write_config(args.output, vars(args))
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        ds = load_beir(args.beir_dir, args.split)
+        doc_ids, texts = ds.corpus_items()
+        qids, queries = ds.query_items()
+        index = BM25Index(
+            doc_ids,
+            texts,
+            k1=args.k1,
+            b=args.b,
+            method=args.method,
+            stopwords=None if args.stopwords == "none" else args.stopwords,
+            stemmer=args.stemmer,
+            progress=args.progress,
+        )
+        run = index.search(qids, queries, args.k)
+        write_trec_run(args.output, run, args.tag)
+        write_config(args.output, vars(args))
     retrieved = sum(1 for docs in run.values() if docs)
     print(
         f"{args.output}: {retrieved} of {len(run)} queries retrieved documents, top-{args.k} of "

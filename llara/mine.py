@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llara.io import DataError, atomic_write_jsonl, cli_warnings, iter_jsonl, report_stream, write_config
+from llara.io import (
+    DataError,
+    atomic_write_jsonl,
+    cli_main,
+    cli_warnings,
+    iter_jsonl,
+    report_stream,
+    write_config,
+)
 from llara.runs import Run, ranked, read_trec_run
 
 
@@ -171,6 +179,7 @@ def bm25_run(data: TrainingSet, depth: int, **bm25_params: Any) -> Run:
     return index.search(qids, [data.queries[q] for q in qids], depth + extra)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llara.mine", description="Mine hard negatives -> JSONL.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -202,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus is not None and args.pairs is None:
         p.error("--corpus goes with --pairs (a BEIR folder has its own corpus)")
     with cli_warnings():
-        try:
-            return _run(args)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -226,8 +231,8 @@ def _run(args: argparse.Namespace) -> int:
             )
     rows, stats = mine(data, run, args.num_negs, args.depth, args.skip_top, args.seed, args.min_negs)
     if not rows:
-        print(f"error: no rows mined ({stats}); check --depth / --min-negs and the run", file=sys.stderr)
-        return 1
+        source = args.beir_dir or args.pairs
+        raise DataError(f"{source}: no rows mined ({stats}); check --depth / --min-negs and the run")
     atomic_write_jsonl(args.output, rows)
     write_config(args.output, vars(args) | {"stats": stats})
     print(f"{args.output}: {stats['rows']} rows ({stats})", file=report_stream(args.output))

@@ -14,19 +14,26 @@ Metrics: NDCG@10, MRR@10, Recall@100, Recall@1000, MAP@10. Conventions (as BEIR'
   descending, then document id descending).
 
 Per-query values are kept in the metrics JSON, with provenance (model, variant, prompt style, query
-and passage prompts, dataset, split, code version, seed, date).
+and passage prompts, dataset, split, code version, seed, date). The prompts come from the query
+encoding (``--encoding DIR``: its shards' ``.meta.json`` record the encoder's ``prompt_style``,
+``query_prompt``, ``passage_prompt``; a plain encoder has none); a prompt flag given as well must agree.
+
+A run cut short fails: when the search's ``<run>.stats.json`` lies beside the run (or with
+``--expect-queries N``), a run holding fewer queries than the search wrote is an error. A non-finite
+score in the run is an error naming its line.
 
 CLI::
 
     python -m llara.score --qrels DIR/qrels/test.tsv --run run.trec --output metrics.json \\
         --model all-MiniLM-L6-v2 --variant minilm --dataset scifact --split test --seed 0 \\
-        [--prompt-style released --query-prompt ebar --passage-prompt ebae] [--skip-missing]
+        [--encoding results/encode/<system>/scifact/queries-test] [--skip-missing]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -34,10 +41,11 @@ from typing import Any
 
 import pytrec_eval
 
-from llara.grid import KINDS, check_choice
+from llara.grid import KINDS, PROMPT_STYLES, check_choice
 from llara.io import (
     DataError,
     atomic_write_json,
+    cli_main,
     code_version,
     format_ids,
     iter_lines,
@@ -58,6 +66,7 @@ TREC_MEASURES: dict[str, tuple[str, str]] = {
 }
 MRR_CUTOFF = 10
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000", "map@10")
+PROMPT_KEYS = ("prompt_style", "query_prompt", "passage_prompt")  # from the encoder's settings
 
 
 def drop_identical_ids(run: Run) -> Run:
@@ -153,6 +162,7 @@ def provenance(
     prompt_style: str | None = None,
     query_prompt: str | None = None,
     passage_prompt: str | None = None,
+    encoding: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     for name, value in (("query_prompt", query_prompt), ("passage_prompt", passage_prompt)):
         if value is not None:
@@ -163,6 +173,7 @@ def provenance(
         "prompt_style": prompt_style,
         "query_prompt": query_prompt,
         "passage_prompt": passage_prompt,
+        "encoding": None if encoding is None else str(encoding),
         "dataset": dataset,
         "split": split,
         "seed": seed,
@@ -179,16 +190,109 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def encoding_prompts(folder: str | os.PathLike) -> tuple[dict[str, str | None], Path]:
+    """The prompts a query encoding was made with: ``{prompt_style, query_prompt, passage_prompt}``
+    from the ``encoder`` settings in its shards' ``.meta.json`` (absent: None, as for a plain HF
+    encoder), and the marker they were read from. Shards that disagree are an error."""
+    from llara.shards import list_shards, read_meta
+
+    found: dict[str, str | None] | None = None
+    source: Path | None = None
+    for paths in list_shards(folder, "queries"):
+        settings = read_meta(paths).get("encoder") or {}
+        if not isinstance(settings, dict):
+            raise DataError(f"{paths['meta']}: 'encoder' must be an object; re-encode the queries")
+        values = {key: settings.get(key) for key in PROMPT_KEYS}
+        for key, valid in (
+            ("prompt_style", PROMPT_STYLES),
+            ("query_prompt", KINDS),
+            ("passage_prompt", KINDS),
+        ):
+            if values[key] is not None and values[key] not in valid:
+                raise DataError(
+                    f"{paths['meta']}: encoder {key} {values[key]!r} is not one of {', '.join(valid)}; "
+                    "re-encode the queries"
+                )
+        if found is None:
+            found, source = values, paths["meta"]
+        elif values != found:
+            raise DataError(
+                f"{paths['meta']}: encoded with prompts {values}, but {source} with {found}; re-encode "
+                f"the queries in {folder}"
+            )
+    assert found is not None and source is not None  # list_shards found at least one shard
+    return found, source
+
+
+def resolve_prompts(
+    flags: dict[str, str | None], encoding: str | os.PathLike | None
+) -> dict[str, str | None]:
+    """The prompts to record: from ``encoding`` when given (see :func:`encoding_prompts`), else the
+    flags. ``flags`` maps each of :data:`PROMPT_KEYS` to its flag's value (None: not given; a
+    ``prompt_style`` of ``-`` or empty says "none"); a flag given with an encoding must agree."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    explicit = {
+        key: (None if key == "prompt_style" and value in ("", "-") else value) for key, value in given.items()
+    }
+    if encoding is None:
+        return {key: explicit.get(key) for key in PROMPT_KEYS}
+    recorded, source = encoding_prompts(encoding)
+    for key, value in explicit.items():
+        if value != recorded[key]:
+            raise DataError(
+                f"--{key.replace('_', '-')} {given[key]} disagrees with the encoding: {source} records "
+                f"{key} {recorded[key]!r}; drop the flag (the encoding says which) or re-encode"
+            )
+    return recorded
+
+
+def expected_queries(run_path: str | os.PathLike, expect: int | None = None) -> tuple[int, str] | None:
+    """How many queries the run must hold and who says so: ``expect`` (``--expect-queries``), else
+    the search's ``<run>.stats.json`` beside the run (``queries_written``; a stats file of an older
+    exact search: ``queries``, every one of which has documents), else None (no check)."""
+    if expect is not None:
+        return expect, "--expect-queries"
+    run_path = Path(run_path)
+    stats_path = run_path.with_name(run_path.name + ".stats.json")
+    if not stats_path.is_file():
+        return None
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{stats_path}: the search's stats do not parse ({exc}); delete it with its run and rerun "
+            "the search (snakemake --forcerun search)"
+        ) from None
+    if not isinstance(stats, dict):
+        raise DataError(f"{stats_path}: expected a JSON object (the search's stats); rerun the search")
+    n = stats.get("queries_written", stats.get("queries") if "index" not in stats else None)
+    if n is None:
+        return None
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise DataError(f"{stats_path}: queries_written must be an integer, got {n!r}; rerun the search")
+    return n, str(stats_path)
+
+
 def score_files(
     qrels_path: str | os.PathLike,
     run_path: str | os.PathLike,
     ignore_identical_ids: bool = True,
     missing_as_zero: bool = True,
+    expect_queries: int | None = None,
     **prov: Any,
 ) -> dict[str, Any]:
-    """Score a run file against a qrels file; the result carries provenance and input hashes."""
+    """Score a run file against a qrels file; the result carries provenance and input hashes.
+
+    A run holding fewer queries than its search wrote (see :func:`expected_queries`) is an error.
+    """
     qrels = load_qrels_file(qrels_path)
     run = read_trec_run(run_path)
+    expected = expected_queries(run_path, expect_queries)
+    if expected is not None and len(run) < expected[0]:
+        raise DataError(
+            f"{run_path}: holds {len(run)} queries but the search wrote {expected[0]} ({expected[1]}); the "
+            "run file is cut short: rerun the search (snakemake --forcerun search) or copy the run again"
+        )
     result = score(qrels, run, ignore_identical_ids, missing_as_zero)
     result["provenance"] = provenance(**prov) | {
         "qrels": str(qrels_path),
@@ -198,6 +302,7 @@ def score_files(
     return result
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m llara.score", description="Score a TREC run with pytrec_eval."
@@ -211,19 +316,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
-        "--prompt-style", default=None, help="LLaRA prompt style of the model ('-' or omitted: none)"
+        "--encoding",
+        type=Path,
+        default=None,
+        help="the query encoding's folder (queries.shard*.meta.json): the prompts recorded in the "
+        "provenance are its encoder's",
+    )
+    p.add_argument(
+        "--expect-queries",
+        type=int,
+        default=None,
+        help="fail when the run holds fewer queries (default: the search's <run>.stats.json, when there)",
+    )
+    p.add_argument(
+        "--prompt-style",
+        default=None,
+        help="LLaRA prompt style of the model ('-': none; omitted: the encoding's, else none)",
     )
     p.add_argument(
         "--query-prompt",
         choices=KINDS,
         default=None,
-        help="LLaRA prompt the queries were encoded with (recorded in the provenance; omitted: none)",
+        help="LLaRA prompt the queries were encoded with (omitted: the encoding's, else none)",
     )
     p.add_argument(
         "--passage-prompt",
         choices=KINDS,
         default=None,
-        help="LLaRA prompt the passages were encoded with (recorded in the provenance; omitted: none)",
+        help="LLaRA prompt the passages were encoded with (omitted: the encoding's, else none)",
     )
     p.add_argument(
         "--keep-identical-ids",
@@ -246,26 +366,25 @@ def main(argv: list[str] | None = None) -> int:
         help="average over the judged queries present in the run only, as BEIR's evaluate",
     )
     args = p.parse_args(argv)
-    try:
-        result = score_files(
-            args.qrels,
-            args.run,
-            args.ignore_identical_ids,
-            args.missing_as_zero,
-            model=args.model,
-            variant=args.variant,
-            dataset=args.dataset,
-            split=args.split,
-            seed=args.seed,
-            prompt_style=None if args.prompt_style in (None, "", "-") else args.prompt_style,
-            query_prompt=args.query_prompt,
-            passage_prompt=args.passage_prompt,
-        )
-        atomic_write_json(args.output, result)
-        write_config(args.output, vars(args))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.expect_queries is not None and args.expect_queries < 0:
+        p.error(f"--expect-queries must be >= 0, got {args.expect_queries}")
+    prompts = resolve_prompts({key: getattr(args, key) for key in PROMPT_KEYS}, args.encoding)
+    result = score_files(
+        args.qrels,
+        args.run,
+        args.ignore_identical_ids,
+        args.missing_as_zero,
+        args.expect_queries,
+        model=args.model,
+        variant=args.variant,
+        dataset=args.dataset,
+        split=args.split,
+        seed=args.seed,
+        encoding=args.encoding,
+        **prompts,
+    )
+    atomic_write_json(args.output, result)
+    write_config(args.output, vars(args))
     if result["queries_missing_from_run"]:
         how = "counted as 0" if args.missing_as_zero else "left out of the mean (--skip-missing)"
         missing_ids = result["queries_missing_from_run"]

@@ -5,7 +5,10 @@ same ranking as searching the concatenated corpus (tested) without holding it in
 The GPU build of faiss is used when it sees a GPU. An approximate index (HNSW or IVF) can be used
 instead; its recall@k against the exact top-k is then measured and written beside the run.
 
-A TREC run file has one line per retrieved document: ``qid Q0 docid rank score tag``.
+A TREC run file has one line per retrieved document: ``qid Q0 docid rank score tag``. Its
+``.stats.json`` (written beside it) records, among timings, how many queries the run holds
+(``queries_written``): :mod:`llara.score` checks a run against it, so a run cut short fails. Shards are
+verified as they are read (:mod:`llara.shards`): damaged files and non-finite vectors are errors.
 
 CLI::
 
@@ -28,8 +31,8 @@ import faiss
 import numpy as np
 
 from llara.io import (
-    DataError,
     atomic_write_json,
+    cli_main,
     code_version,
     report_stream,
     sidecar_path,
@@ -189,7 +192,8 @@ def search_dirs(
         for paths in corpus_shards:
             ids, emb = load_shard(paths)
             doc_ids.extend(ids)
-            yield emb
+            if len(ids):  # an empty shard's vectors may be (0, 0)
+                yield emb
 
     t0 = time.perf_counter()
     exact_scores, exact_idx = search_sharded(queries, shard_arrays(), k, use_gpu)
@@ -226,6 +230,12 @@ def search_dirs(
     return to_run(query_ids, doc_ids, scores, idx), stats
 
 
+def queries_in_run(run: Run) -> int:
+    """How many queries the run file holds (a query with no document has no line)."""
+    return sum(1 for docs in run.values() if docs)
+
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llara.search", description="Top-k search -> TREC run file.")
     p.add_argument("--query-dir", required=True, type=Path, help="folder with queries.shard*.npy")
@@ -253,24 +263,21 @@ def main(argv: list[str] | None = None) -> int:
         }
     elif args.index == "ivf":
         ann_params = {"nlist": args.nlist, "nprobe": args.nprobe}
-    try:
-        run, stats = search_dirs(
-            args.query_dir,
-            args.corpus_dir,
-            args.k,
-            args.index,
-            args.recall_k,
-            use_gpu=False if args.cpu else None,
-            ann_params=ann_params,
-        )
-        write_trec_run(args.output, run, args.tag)
-        stats_path = sidecar_path(args.output, ".stats.json")  # None for a stream (-, FIFO, /dev/stdout)
-        if stats_path is not None:
-            atomic_write_json(stats_path, stats | {"code_version": code_version(), "date": utc_now()})
-        write_config(args.output, vars(args))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    run, stats = search_dirs(
+        args.query_dir,
+        args.corpus_dir,
+        args.k,
+        args.index,
+        args.recall_k,
+        use_gpu=False if args.cpu else None,
+        ann_params=ann_params,
+    )
+    write_trec_run(args.output, run, args.tag)
+    stats["queries_written"] = queries_in_run(run)  # llara.score: a run holding fewer was cut short
+    stats_path = sidecar_path(args.output, ".stats.json")  # None for a stream (-, FIFO, /dev/stdout)
+    if stats_path is not None:
+        atomic_write_json(stats_path, stats | {"code_version": code_version(), "date": utc_now()})
+    write_config(args.output, vars(args))
     msg = f"{args.output}: {stats['queries']} queries x top-{args.k} of {stats['documents']} documents"
     if args.index != "exact":
         recall = stats[f"recall@{stats['recall_k']}_vs_exact"]

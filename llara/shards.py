@@ -1,9 +1,13 @@
 """The embedding-shard format: one shard of a corpus (or of the queries) is three files,
 
 ``<what>.shardIIII-of-NNNN.npy`` (the vectors, (rows, dim)), ``.ids.json`` (the row ids) and ``.meta.json``
-(rows, dim, the configuration and encoder settings the vectors depend on), the meta written last as the
-completion marker. Written by :mod:`llara.encode`, read by search and the tables; reading a shard
-imports neither torch nor faiss.
+(rows, dim, the configuration and encoder settings the vectors depend on, the source files they were
+made from), the meta written last as the completion marker. Written by :mod:`llara.encode`, read by
+search, scoring and the tables; reading a shard imports neither torch nor faiss.
+
+Readers verify what they load: a damaged or truncated file, ids or a marker that disagree with the
+vectors' shape, and vectors that are not finite are one-line :class:`~llara.io.DataError` naming the
+file and the fix (:mod:`llara.encode` recomputes such a shard instead).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ WHATS = ("corpus", "queries")
 _NON_IDENTITY_KEYS = {
     "batch_size", "device", "progress", "output", "overwrite", "shard", "num_shards", "max_length_source",
 }  # fmt: skip
+_FINITE_BLOCK = 1 << 16  # rows checked at a time for non-finite values (bounds the check's memory)
 
 
 def shard_bounds(n: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -44,29 +49,169 @@ def shard_paths(output_dir: str | os.PathLike, what: str, shard: int, num_shards
     }
 
 
+class DamagedShard(DataError):
+    """A shard file that is damaged or disagrees with the others; ``reason`` is the message without
+    the fix (:mod:`llara.encode` recomputes the shard and says why)."""
+
+    def __init__(self, paths: dict[str, Path], reason: str) -> None:
+        super().__init__(f"{reason}; {_describe(paths)[1]}")
+        self.reason = reason
+
+
+def _describe(paths: dict[str, Path]) -> tuple[str, str]:
+    """(``corpus shard 1 of 4``, the fix) of a shard, from its file names."""
+    name = paths["meta"].name.removesuffix(".meta.json")  # corpus.shard0001-of-0004
+    what, _, rest = name.partition(".shard")
+    index, _, count = rest.partition("-of-")
+    try:
+        where = f"{what} shard {int(index)} of {int(count)}"
+    except ValueError:
+        where = f"{what} shard"
+    fix = (
+        f"delete it or run snakemake --forcerun encode_{what} (by hand: rerun python -m llara.encode "
+        f"--what {what} with --overwrite)"
+    )
+    return where, fix
+
+
+def source_record(files: dict[str, str | os.PathLike]) -> dict[str, dict[str, Any]]:
+    """``{role: {path, size, mtime_ns}}`` of the files a shard is made from (recorded in its marker;
+    a shard whose sources changed since is not complete)."""
+    record = {}
+    for role, path in files.items():
+        st = os.stat(path)
+        record[role] = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return record
+
+
+def _changed_sources(recorded: Any, sources: dict[str, dict[str, Any]]) -> str | None:
+    """Why ``recorded`` (a marker's ``sources``) is not ``sources``, or None when they agree."""
+    if not isinstance(recorded, dict):
+        return "records no source files (written by an older llara.encode)"
+    for role, now in sources.items():
+        was = recorded.get(role)
+        if was == now:
+            continue
+        if not isinstance(was, dict):
+            return f"records no {role} file"
+        if was.get("path") != now["path"]:
+            return f"was made from {was.get('path')}, not {now['path']}"
+        return (
+            f"{now['path']} changed since it was made (size {was.get('size')} -> {now['size']}, "
+            f"mtime_ns {was.get('mtime_ns')} -> {now['mtime_ns']})"
+        )
+    extra = sorted(set(recorded) - set(sources))
+    return f"was made from other files too ({', '.join(extra)})" if extra else None
+
+
+def read_meta(paths: dict[str, Path]) -> dict[str, Any]:
+    """A shard's marker, checked to parse as a JSON object."""
+    path = paths["meta"]
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DamagedShard(paths, f"{path}: damaged shard marker, not JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("rows"), int):
+        raise DamagedShard(paths, f"{path}: damaged shard marker (no integer 'rows')")
+    return meta
+
+
+def _read_ids(paths: dict[str, Path]) -> list[str]:
+    path = paths["ids"]
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DamagedShard(paths, f"{path}: damaged shard ids, not JSON ({exc})") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise DamagedShard(paths, f"{path}: damaged shard ids (not a JSON list of strings)")
+    return ids
+
+
+def _read_vectors(paths: dict[str, Path], mmap: bool) -> np.ndarray:
+    path = paths["embeddings"]
+    try:
+        emb = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # truncated: "mmap length is greater than file size"
+        raise DamagedShard(paths, f"{path}: damaged or truncated vectors ({exc})") from None
+    if emb.ndim != 2:
+        raise DamagedShard(paths, f"{path}: damaged vectors (shape {emb.shape}, expected (rows, dim))")
+    return emb
+
+
+def check_shard(paths: dict[str, Path], mmap: bool = True) -> tuple[dict[str, Any], list[str], np.ndarray]:
+    """(marker, ids, vectors) of a written shard, checked to agree with one another; a file that
+    is damaged or disagrees is a DataError naming it and the fix. ``mmap``: map the vectors (the
+    check then reads only the header, and the array's size against the file's)."""
+    meta, ids, emb = read_meta(paths), _read_ids(paths), _read_vectors(paths, mmap)
+    if len(ids) != meta["rows"]:
+        raise DamagedShard(
+            paths, f"{paths['ids']}: {len(ids)} ids but the marker {paths['meta']} says {meta['rows']} rows"
+        )
+    if emb.shape[0] != meta["rows"]:
+        raise DamagedShard(
+            paths,
+            f"{paths['embeddings']}: {emb.shape[0]} rows but the marker {paths['meta']} says {meta['rows']}",
+        )
+    if meta.get("dim") is not None and emb.shape[0] and emb.shape[1] != meta["dim"]:
+        raise DamagedShard(
+            paths,
+            f"{paths['embeddings']}: dim {emb.shape[1]} but the marker {paths['meta']} says {meta['dim']}",
+        )
+    return meta, ids, emb
+
+
+def first_non_finite_row(vectors: np.ndarray) -> int | None:
+    """The index of the first row holding a NaN or an infinity, or None (checked block by block)."""
+    for start in range(0, vectors.shape[0], _FINITE_BLOCK):
+        bad = ~np.isfinite(vectors[start : start + _FINITE_BLOCK]).all(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return None
+
+
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in jsonable(config).items() if k not in _NON_IDENTITY_KEYS}
 
 
-def shard_is_complete(paths: dict[str, Path], config: dict[str, Any] | None = None) -> bool:
-    """True when the marker, vectors and ids all exist and agree (and match ``config`` if given).
+def shard_problem(
+    paths: dict[str, Path],
+    config: dict[str, Any] | None = None,
+    sources: dict[str, dict[str, Any]] | None = None,
+) -> str | None:
+    """Why the shard is not complete (to be recomputed), or None when it is.
 
-    A complete shard written with a different configuration raises DataError instead of being
-    silently reused or overwritten.
+    Not complete: a file missing (the marker is written last), a file damaged or disagreeing with
+    the others, or (``sources`` given, see :func:`source_record`) a source file that changed since.
+    A complete shard written with a different ``config`` raises DataError instead of being silently
+    reused or overwritten.
     """
-    if not all(p.is_file() for p in paths.values()):
-        return False
-    meta = json.loads(paths["meta"].read_text())
-    ids = json.loads(paths["ids"].read_text())
-    emb = np.load(paths["embeddings"], mmap_mode="r")
-    if len(ids) != meta.get("rows") or emb.shape[0] != meta.get("rows"):
-        return False
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        return f"{paths['meta'].parent}: {', '.join(missing)} not written"
+    try:
+        meta, _, _ = check_shard(paths)
+    except DamagedShard as exc:
+        return exc.reason
     if config is not None and _identity(meta.get("config", {})) != _identity(config):
         raise DataError(
             f"{paths['meta']}: this shard was computed with another configuration "
             f"({_identity(meta.get('config', {}))}); use another --output folder or pass --overwrite"
         )
-    return True
+    if sources is not None:
+        changed = _changed_sources(meta.get("sources"), jsonable(sources))
+        if changed is not None:
+            return f"{paths['meta']}: the shard {changed}"
+    return None
+
+
+def shard_is_complete(
+    paths: dict[str, Path],
+    config: dict[str, Any] | None = None,
+    sources: dict[str, dict[str, Any]] | None = None,
+) -> bool:
+    """True when the marker, vectors and ids all exist and agree (and match ``config`` and
+    ``sources`` if given); see :func:`shard_problem`."""
+    return shard_problem(paths, config, sources) is None
 
 
 def write_shard(paths: dict[str, Path], ids: list[str], vectors: np.ndarray, meta: dict[str, Any]) -> None:
@@ -77,7 +222,7 @@ def write_shard(paths: dict[str, Path], ids: list[str], vectors: np.ndarray, met
 
 
 def list_shards(output_dir: str | os.PathLike, what: str) -> list[dict[str, Path]]:
-    """The shards of ``what`` in ``output_dir``, in order; fails when any of them is missing."""
+    """The shards of ``what`` in ``output_dir``, in order; fails when any of them is missing or damaged."""
     output_dir = Path(output_dir)
     metas = sorted(output_dir.glob(f"{what}.shard*-of-*.meta.json"))
     npys = sorted(output_dir.glob(f"{what}.shard*-of-*.npy"))
@@ -91,17 +236,29 @@ def list_shards(output_dir: str | os.PathLike, what: str) -> list[dict[str, Path
         raise DataError(f"{output_dir}: {what} shards from different --num-shards values ({sorted(counts)})")
     num_shards = int(counts.pop())
     all_paths = [shard_paths(output_dir, what, i, num_shards) for i in range(num_shards)]
-    missing = [i for i, p in enumerate(all_paths) if not shard_is_complete(p)]
+    missing = [i for i, p in enumerate(all_paths) if not all(f.is_file() for f in p.values())]
     if missing:
         raise DataError(
             f"{output_dir}: {what} shards {missing} of {num_shards} are missing or incomplete; run "
             f"python -m llara.encode --what {what} --shard I --num-shards {num_shards} for them"
         )
+    for paths in all_paths:
+        check_shard(paths)  # damaged: an error naming the file
     return all_paths
 
 
 def load_shard(paths: dict[str, Path]) -> tuple[list[str], np.ndarray]:
-    return json.loads(paths["ids"].read_text()), np.load(paths["embeddings"])
+    """(ids, (rows, dim) float32 vectors) of one shard, verified (see :func:`check_shard`); a
+    non-finite value is a DataError naming the file, the shard and the first bad row."""
+    _, ids, emb = check_shard(paths, mmap=False)
+    bad = first_non_finite_row(emb)
+    if bad is not None:
+        where, fix = _describe(paths)
+        raise DataError(
+            f"{paths['embeddings']}: row {bad} (id {ids[bad]!r}) of {where} holds non-finite values (NaN or "
+            f"inf): the encoder produced them (check the model's weights and --dtype); {fix}"
+        )
+    return ids, emb
 
 
 def load_embeddings(output_dir: str | os.PathLike, what: str) -> tuple[list[str], np.ndarray]:
@@ -112,4 +269,5 @@ def load_embeddings(output_dir: str | os.PathLike, what: str) -> tuple[list[str]
         shard_ids, emb = load_shard(paths)
         ids.extend(shard_ids)
         arrays.append(emb)
-    return ids, np.concatenate(arrays, axis=0)
+    nonempty = [a for a in arrays if a.shape[0]]  # an empty shard's vectors may be (0, 0)
+    return ids, np.concatenate(nonempty or arrays[:1], axis=0)

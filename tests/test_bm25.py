@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from llara import bm25
-from llara.bm25 import BM25Index, bm25_search
-from llara.io import DataWarning
+from llara.bm25 import BM25Index
+from llara.io import DataError, DataWarning
 from llara.runs import ranked
 from llara.score import score
 
@@ -25,9 +29,8 @@ DOCS = {
 
 def test_ranking_and_zero_scores_dropped():
     with pytest.warns(DataWarning, match=r"share no term with the corpus \(ids: q2\)"):
-        run = bm25_search(
-            list(DOCS), list(DOCS.values()), ["q1", "q2"], ["longest river", "zebra"], k=10, stemmer=None
-        )
+        index = BM25Index(list(DOCS), list(DOCS.values()), stemmer=None)
+        run = index.search(["q1", "q2"], ["longest river", "zebra"], k=10)
     order = [d for d, _ in ranked(run["q1"])]
     assert order == ["d1", "d3"]  # 'longest' only in d1; 'river' in d1 and d3; d2, d4 share nothing
     assert run["q2"] == {}  # no query term in the corpus: nothing retrieved
@@ -37,9 +40,9 @@ def test_ranking_and_zero_scores_dropped():
 def test_stemming_matches_inflections():
     docs, queries = ["he was running fast", "a quiet library"], ["runs"]
     with pytest.warns(DataWarning, match="share no term"):
-        assert bm25_search(["a", "b"], docs, ["q"], queries, k=2, stemmer=None)["q"] == {}
+        assert BM25Index(["a", "b"], docs, stemmer=None).search(["q"], queries, k=2)["q"] == {}
     pytest.importorskip("Stemmer", reason="pip install PyStemmer")
-    assert list(bm25_search(["a", "b"], docs, ["q"], queries, k=2, stemmer="english")["q"]) == ["a"]
+    assert list(BM25Index(["a", "b"], docs, stemmer="english").search(["q"], queries, k=2)["q"]) == ["a"]
 
 
 def test_k_is_capped_and_inputs_checked():
@@ -64,7 +67,7 @@ def test_cli_writes_a_trec_run(tmp_path, capsys):
     assert out.read_text().splitlines()[0].startswith("q1 Q0 d1 1 ")
     assert out.read_text().split()[-1] == "bm25"
     assert json.loads(out.with_name("run.trec.config.json").read_text())["k1"] == 0.9
-    assert bm25.main(["--beir-dir", str(root), "--split", "dev", "--output", str(out)]) == 1
+    assert bm25.main(["--beir-dir", str(root), "--split", "dev", "--output", str(out)]) == 2
     assert "available splits" in capsys.readouterr().err
 
 
@@ -85,9 +88,8 @@ def write_folder(root: Path, queries: dict[str, str], corpus: dict[str, str] = D
 def test_empty_and_stop_word_queries_warn_and_score_zero(tmp_path, capsys):
     queries = {"q1": "longest river", "q2": "", "q3": "the of a", "q4": "zebra"}
     with pytest.warns(DataWarning) as record:
-        run = bm25_search(
-            list(DOCS), list(DOCS.values()), list(queries), list(queries.values()), k=10, stemmer=None
-        )
+        index = BM25Index(list(DOCS), list(DOCS.values()), stemmer=None)
+        run = index.search(list(queries), list(queries.values()), k=10)
     assert run["q2"] == run["q3"] == run["q4"] == {} and run["q1"]
     messages = [str(w.message) for w in record]
     assert any(
@@ -121,7 +123,7 @@ def test_empty_and_stop_word_queries_warn_and_score_zero(tmp_path, capsys):
 
 def test_only_empty_queries(tmp_path):
     with pytest.warns(DataWarning, match="2 of 2 queries have no term left"):
-        run = bm25_search(list(DOCS), list(DOCS.values()), ["a", "b"], ["", "the"], k=3, stemmer=None)
+        run = BM25Index(list(DOCS), list(DOCS.values()), stemmer=None).search(["a", "b"], ["", "the"], k=3)
     assert run == {"a": {}, "b": {}}
 
 
@@ -131,7 +133,7 @@ def test_cli_non_utf8_input_names_file_line_and_offset(tmp_path, capsys):
     data = corpus.read_bytes().replace(b"paris", b"p\xe2ris")
     corpus.write_bytes(data)
     assert (
-        bm25.main(["--beir-dir", str(root), "--output", str(tmp_path / "run.trec"), "--stemmer", "none"]) == 1
+        bm25.main(["--beir-dir", str(root), "--output", str(tmp_path / "run.trec"), "--stemmer", "none"]) == 2
     )
     err = capsys.readouterr().err
     offset = data.index(b"\xe2")
@@ -165,3 +167,35 @@ def test_scifact_bm25_regression():
     metrics = score(ds.qrels, run)["metrics"]
     assert metrics["ndcg@10"] == pytest.approx(0.6762, abs=1e-4)
     assert metrics["recall@100"] == pytest.approx(0.9127, abs=1e-4)
+
+
+def test_a_gzipped_corpus_is_read_when_it_is_the_only_one(tmp_path):
+    root = write_folder(tmp_path / "beir", {"q1": "longest river", "q2": "city music"})
+    plain = tmp_path / "plain.trec"
+    assert bm25.main(["--beir-dir", str(root), "--output", str(plain), "--stemmer", "none"]) == 0
+    corpus = root / "corpus.jsonl"
+    gz = root / "corpus.jsonl.gz"
+    gz.write_bytes(gzip.compress(corpus.read_bytes()))
+    corpus.unlink()
+    out = tmp_path / "gz.trec"
+    assert bm25.main(["--beir-dir", str(root), "--output", str(out), "--stemmer", "none"]) == 0
+    assert out.read_text() == plain.read_text()
+    from llara.beir import load_corpus
+
+    gz.write_bytes(gzip.compress(b'{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": "caf\xe9"}\n'))
+    with pytest.raises(
+        DataError, match=r"corpus\.jsonl\.gz:2: not UTF-8: byte 0xe9 at byte offset 54 of the decomp"
+    ):
+        load_corpus(corpus)  # the name of the plain file: the gzipped one is read when alone
+    # a truncated download: exit 2, one line naming the file
+    data = gzip.compress(json.dumps({"_id": "d1", "text": "x" * 5000}).encode() + b"\n")
+    gz.write_bytes(data[: len(data) // 2])
+    done = subprocess.run(
+        [sys.executable, "-m", "llara.bm25", "--beir-dir", str(root), "--output", str(out), "--stemmer", "none"],
+        capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {gz}: damaged or truncated gzip file"), (
+        done.stderr
+    )

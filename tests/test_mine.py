@@ -112,7 +112,7 @@ def test_cli_dense_run_and_errors(tmp_path, capsys):
         assert all(int(d[1:]) >= 2 for d in row["neg_ids"]) and len(row["neg_ids"]) == 4
     bad = write_trec_run(tmp_path / "bad.trec", {"q0": {"zz": 1.0}}, "x")
     argv[argv.index(str(run_path))] = str(bad)
-    assert mine_mod.main(argv) == 1
+    assert mine_mod.main(argv) == 2
     assert "not in the corpus" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mine_mod.main(["--beir-dir", str(root), "--negatives", "run", "--output", str(out)])
@@ -147,7 +147,7 @@ def test_cli_non_utf8_run_and_output_to_stdout(tmp_path, capsys, monkeypatch):
     run_path = tmp_path / "dense.trec"
     run_path.write_bytes(b"q0 Q0 d1 1 2.0 t\nq0 Q0 d\xff2 2 1.0 t\n")
     argv = ["--beir-dir", str(root), "--negatives", "run", "--run", str(run_path)]
-    assert mine_mod.main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 1
+    assert mine_mod.main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2
     err = capsys.readouterr().err
     assert f"{run_path}:2: not UTF-8: byte 0xff at byte offset 24 of the file" in err  # 17 + 7
     assert "Traceback" not in err and not (tmp_path / "out.jsonl").exists()
@@ -174,3 +174,12 @@ def test_cli_none_writes_every_query_with_no_negatives(tmp_path):
     check_rows(rows, str(out), group_size=1)  # accepted for in-batch negatives only
     with pytest.raises(RowError, match="no negatives but --group_size is 2"):
         check_rows(rows, str(out), group_size=2)
+
+
+def test_cli_no_rows_is_bad_input(tmp_path, capsys):
+    root = write_beir(tmp_path / "beir")
+    argv = ["--beir-dir", str(root), "--negatives", "bm25", "--stemmer", "none", "--min-negs", "1000"]
+    assert mine_mod.main([*argv, "--output", str(tmp_path / "train.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {root}: no rows mined (") and err.count("\n") == 1
+    assert not (tmp_path / "train.jsonl").exists()

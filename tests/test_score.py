@@ -7,6 +7,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +239,7 @@ def test_score_cli_non_utf8_inputs_name_file_line_and_offset(tmp_path, capsys):
     run = tmp_path / "run.trec"
     run.write_bytes(b"q1 Q0 d1 1 2.0 t\nq2 Q0 d\xe92 1 1.0 t\n")
     out = tmp_path / "m.json"
-    assert score_mod.main(["--qrels", str(qrels), "--run", str(run), "--output", str(out)]) == 1
+    assert score_mod.main(["--qrels", str(qrels), "--run", str(run), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert (
         f"{run}:2: not UTF-8: byte 0xe9 at byte offset 24 of the file" in err and "Traceback" not in err
@@ -245,7 +247,7 @@ def test_score_cli_non_utf8_inputs_name_file_line_and_offset(tmp_path, capsys):
     trec_qrels = tmp_path / "qrels.trec"
     trec_qrels.write_bytes(b"q1 0 d1 1\nq\xff2 0 d2 1\n")
     good_run = write_trec_run(tmp_path / "good.trec", keyword_run(), "kw")
-    assert score_mod.main(["--qrels", str(trec_qrels), "--run", str(good_run), "--output", str(out)]) == 1
+    assert score_mod.main(["--qrels", str(trec_qrels), "--run", str(good_run), "--output", str(out)]) == 2
     assert f"{trec_qrels}:2: not UTF-8: byte 0xff at byte offset 11 of the file" in capsys.readouterr().err
     assert not out.exists()
 
@@ -301,7 +303,7 @@ def test_score_cli_errors_name_the_file(tmp_path, capsys):
         "--output",
         str(tmp_path / "m"),
     ]
-    assert score_mod.main(argv) == 1
+    assert score_mod.main(argv) == 2
     assert "run.trec:1: expected 6 columns" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
@@ -334,3 +336,149 @@ def test_minilm_scifact_subsample_exact_values(tmp_path):
     assert out["num_queries"] == 20 and out["documents"] == 223
     for name, value in SUBSAMPLE_EXPECTED.items():
         assert out["metrics"][name] == pytest.approx(value, abs=1e-4), name
+
+
+# ---------------------------------------------------------------------------------------------
+# the prompts come from the encoding (--encoding DIR)
+
+
+class SettingsEncoder:
+    """Keyword vectors, with the encoder settings a shard's .meta.json records."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def encode_queries(self, texts):
+        return keyword_encoder(list(texts))
+
+    encode_corpus = encode_queries
+
+
+LLARA_SETTINGS = {
+    "encoder": "llara",
+    "prompt_style": "released",
+    "query_prompt": "ebar",
+    "passage_prompt": "ebae",
+}
+
+
+def query_encoding(folder: Path, settings: dict) -> Path:
+    from llara.encode import encode_shard
+
+    encode_shard(SettingsEncoder(settings), list(QUERIES), list(QUERIES.values()), "queries", folder)
+    return folder
+
+
+def test_score_takes_the_prompts_from_the_encoding(tmp_path, capsys):
+    qrels = write_qrels(tmp_path / "test.tsv", QRELS)
+    run = write_trec_run(tmp_path / "run.trec", keyword_run(), "kw")
+    out = tmp_path / "m.json"
+    argv = ["--qrels", str(qrels), "--run", str(run), "--output", str(out)]
+    llara = query_encoding(tmp_path / "llara", LLARA_SETTINGS)
+    assert score_mod.main([*argv, "--encoding", str(llara)]) == 0
+    prov = json.loads(out.read_text())["provenance"]
+    assert (prov["prompt_style"], prov["query_prompt"], prov["passage_prompt"]) == (
+        "released",
+        "ebar",
+        "ebae",
+    )
+    assert prov["encoding"] == str(llara)
+    hf = query_encoding(tmp_path / "hf", {"encoder": "hf", "pooling": "mean"})  # a plain encoder: none
+    assert score_mod.main([*argv, "--encoding", str(hf)]) == 0
+    prov = json.loads(out.read_text())["provenance"]
+    assert (prov["prompt_style"], prov["query_prompt"], prov["passage_prompt"]) == (None, None, None)
+    # flags still work: alone as explicit values, with an encoding when they agree
+    agree = ["--prompt-style", "released", "--query-prompt", "ebar", "--passage-prompt", "ebae"]
+    assert score_mod.main([*argv, "--encoding", str(llara), *agree]) == 0
+    assert score_mod.main([*argv, "--encoding", str(hf), "--prompt-style", "-"]) == 0
+    assert score_mod.main([*argv, "--prompt-style", "paper", "--query-prompt", "ebae"]) == 0
+    prov = json.loads(out.read_text())["provenance"]
+    assert (prov["prompt_style"], prov["query_prompt"], prov["passage_prompt"]) == ("paper", "ebae", None)
+    capsys.readouterr()
+    assert score_mod.main([*argv, "--encoding", str(llara), "--query-prompt", "ebae"]) == 2
+    err = capsys.readouterr().err
+    meta = llara / "queries.shard0000-of-0001.meta.json"
+    assert err.startswith("error: --query-prompt ebae disagrees with the encoding: ") and err.count("\n") == 1
+    assert f"{meta} records query_prompt 'ebar'" in err
+    assert score_mod.main([*argv, "--encoding", str(hf), "--prompt-style", "released"]) == 2
+    assert "records prompt_style None" in capsys.readouterr().err
+    assert score_mod.main([*argv, "--encoding", str(tmp_path / "nowhere")]) == 2
+    assert "no queries shards" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 18 through the CLI: exit 2, one error line naming the file, no traceback
+
+
+def cli(stage: str, *args) -> subprocess.CompletedProcess:
+    """``python -m llara.<stage> ARGS`` in a fresh interpreter, as the workflow runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", f"llara.{stage}", *map(str, args)],
+        capture_output=True, text=True, check=False, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+
+
+def assert_bad_input(done: subprocess.CompletedProcess, *names) -> str:
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    for name in names:
+        assert str(name) in errors[0], (name, errors[0])
+    return errors[0]
+
+
+def test_score_cli_refuses_a_non_finite_score(tmp_path):
+    qrels = write_qrels(tmp_path / "test.tsv", QRELS)
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 1 0.9 t\nq1 Q0 d2 2 nan t\n")
+    out = tmp_path / "m.json"
+    done = cli("score", "--qrels", qrels, "--run", run, "--output", out)
+    assert_bad_input(done, f"{run}:2: score 'nan' is not finite")
+    assert not out.exists()
+
+
+def test_a_run_cut_at_a_line_boundary_fails(tmp_path, capsys):
+    """The search's .stats.json says how many queries it wrote; a run holding fewer is an error."""
+    from llara import search
+    from llara.encode import encode_shard
+
+    qrels = write_qrels(tmp_path / "test.tsv", QRELS)
+    emb = tmp_path / "emb"
+    enc = SettingsEncoder(None)
+    encode_shard(enc, list(QUERIES), list(QUERIES.values()), "queries", emb)
+    encode_shard(enc, list(DOCS), list(DOCS.values()), "corpus", emb)
+    run = tmp_path / "run.trec"
+    argv = [
+        "--query-dir",
+        str(emb),
+        "--corpus-dir",
+        str(emb),
+        "--output",
+        str(run),
+        "--tag",
+        "kw",
+        "--k",
+        "5",
+    ]
+    assert search.main(argv) == 0
+    out = tmp_path / "m.json"
+    assert score_mod.main(["--qrels", str(qrels), "--run", str(run), "--output", str(out)]) == 0
+    full = json.loads(out.read_text())["metrics"]
+    assert full == pytest.approx(score(QRELS, keyword_run())["metrics"])
+    lines = run.read_text().splitlines(keepends=True)
+    run.write_text("".join(line for line in lines if not line.startswith("q3 ")))  # the last query cut off
+    out.unlink()
+    done = cli("score", "--qrels", qrels, "--run", run, "--output", out)
+    error = assert_bad_input(done, run, "holds 2 queries but the search wrote 3", f"{run}.stats.json")
+    assert "cut short" in error and not out.exists()
+    # without the stats file, --expect-queries says it; without either, the judged query missing from
+    # the run is warned about and counted, as before
+    run.with_name("run.trec.stats.json").unlink()
+    base = ["--qrels", str(qrels), "--run", str(run), "--output", str(out)]
+    assert score_mod.main([*base, "--expect-queries", "3"]) == 2
+    assert "holds 2 queries but the search wrote 3 (--expect-queries)" in capsys.readouterr().err
+    assert score_mod.main([*base, "--expect-queries", "2"]) == 0
+    assert score_mod.main(base) == 0
+    assert "1 of 3 judged queries are not in" in capsys.readouterr().err
+    assert json.loads(out.read_text())["num_queries_missing_from_run"] == 1

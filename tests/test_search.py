@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ from llara.search import (
     search_sharded,
     to_run,
 )
+from llara.shards import list_shards, load_embeddings, load_shard, shard_paths, write_shard
 
 
 def unit(rng, n, d=16):
@@ -100,7 +105,9 @@ def test_scores_survive_the_file_exactly(tmp_path):
 @pytest.mark.parametrize(
     ("text", "match"),
     [("q1 Q0 d1 1 0.5\n", r"run\.trec:1: expected 6 columns"), ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", r"run\.trec:2: score 'high'"),
-     ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", r"run\.trec:2: document 'd1' listed twice")],
+     ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", r"run\.trec:2: document 'd1' listed twice"),
+     ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 nan t\n", r"run\.trec:2: score 'nan' is not finite"),
+     ("q1 Q0 d1 1 inf t\n", r"run\.trec:1: score 'inf' is not finite")],
 )  # fmt: skip
 def test_bad_run_files_name_the_line(tmp_path, text, match):
     (tmp_path / "run.trec").write_text(text)
@@ -164,6 +171,119 @@ def test_search_cli_over_shards_with_exact_and_hnsw(tmp_path, capsys):
     )
     assert (
         search.main(["--query-dir", str(tmp_path), "--corpus-dir", emb, "--output", str(out), "--tag", "t"])
-        == 1
+        == 2
     )
     assert "no queries shards" in capsys.readouterr().err
+
+
+def test_stats_record_the_queries_written(tmp_path):
+    emb = write_encodings(tmp_path / "emb")
+    out = tmp_path / "run.trec"
+    assert (
+        search.main(["--query-dir", emb, "--corpus-dir", emb, "--output", str(out), "--tag", "t", "--k", "3"])
+        == 0
+    )
+    stats = json.loads(out.with_name("run.trec.stats.json").read_text())
+    assert stats["queries_written"] == stats["queries"] == 5 == len(read_trec_run(out))
+
+
+def test_a_non_finite_score_is_not_written(tmp_path):
+    with pytest.raises(
+        DataError, match=r"run\.trec: score nan of document 'd2' for query 'q1' is not finite"
+    ):
+        write_trec_run(tmp_path / "run.trec", {"q1": {"d1": 1.0, "d2": float("nan")}}, "t")
+    assert not (tmp_path / "run.trec").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# shards are verified as they are read; the CLI says which file, and exits 2 (issue 18)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(stage: str, *args) -> subprocess.CompletedProcess:
+    """``python -m llara.<stage> ARGS`` in a fresh interpreter, as the workflow runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", f"llara.{stage}", *map(str, args)],
+        capture_output=True, text=True, check=False, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+
+
+def assert_bad_input(done: subprocess.CompletedProcess, *names) -> str:
+    """Exit status 2, one ``error:`` line naming each of ``names``, no traceback."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    for name in names:
+        assert str(name) in errors[0], (name, errors[0])
+    return errors[0]
+
+
+def write_encodings(folder: Path, num_shards: int = 2) -> str:
+    rng = np.random.default_rng(5)
+    c, q = unit(rng, 20), unit(rng, 5)
+    doc_ids, qids = [f"d{i}" for i in range(20)], [f"q{i}" for i in range(5)]
+    enc = ArrayEncoder({**dict(zip(doc_ids, c, strict=True)), **dict(zip(qids, q, strict=True))})
+    for shard in range(num_shards):
+        encode_shard(enc, doc_ids, doc_ids, "corpus", folder, shard, num_shards)
+    encode_shard(enc, qids, qids, "queries", folder)
+    return str(folder)
+
+
+def test_search_cli_refuses_non_finite_vectors(tmp_path):
+    emb = write_encodings(tmp_path / "emb")
+    paths = shard_paths(emb, "corpus", 1, 2)
+    ids, vecs = load_shard(paths)
+    vecs[3, 0] = np.nan
+    write_shard(paths, ids, vecs, json.loads(paths["meta"].read_text()))
+    out = tmp_path / "run.trec"
+    done = cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", out, "--tag", "t", "--cpu")
+    error = assert_bad_input(
+        done, paths["embeddings"], "row 3 (id 'd13') of corpus shard 1 of 2", "non-finite"
+    )
+    assert "--forcerun encode_corpus" in error
+    assert not out.exists()  # never an empty run from NaN vectors
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not npy", "ids short", "meta not json", "meta rows"])
+def test_damaged_shards_are_errors_naming_the_file_and_the_fix(tmp_path, damage):
+    emb = write_encodings(tmp_path / "emb")
+    paths = shard_paths(emb, "corpus", 0, 2)
+    if damage == "truncated":
+        data = paths["embeddings"].read_bytes()
+        paths["embeddings"].write_bytes(data[: len(data) - 20])
+        bad, match = paths["embeddings"], "damaged or truncated vectors"
+    elif damage == "not npy":
+        paths["embeddings"].write_bytes(b"nothing like a numpy file")
+        bad, match = paths["embeddings"], "damaged or truncated vectors"
+    elif damage == "ids short":
+        paths["ids"].write_text(json.dumps(json.loads(paths["ids"].read_text())[:-1]))
+        bad, match = paths["ids"], "9 ids but the marker"
+    elif damage == "meta not json":
+        paths["meta"].write_text('{"rows": 10,')
+        bad, match = paths["meta"], "damaged shard marker, not JSON"
+    else:
+        paths["meta"].write_text(json.dumps(json.loads(paths["meta"].read_text()) | {"rows": 11}))
+        bad, match = paths["ids"], "10 ids but the marker"
+    for read in (
+        lambda: list_shards(emb, "corpus"),
+        lambda: load_shard(paths),
+        lambda: load_embeddings(emb, "corpus"),
+    ):
+        with pytest.raises(DataError) as err:
+            read()
+        message = str(err.value)
+        assert message.startswith(f"{bad}: ") and match in message, message
+        assert "delete it or run snakemake --forcerun encode_corpus" in message and "--overwrite" in message
+        assert "\n" not in message
+
+
+def test_search_cli_on_a_truncated_shard_exits_2_naming_it(tmp_path):
+    emb = write_encodings(tmp_path / "emb")
+    npy = shard_paths(emb, "queries", 0, 1)["embeddings"]
+    npy.write_bytes(npy.read_bytes()[:-8])
+    out = tmp_path / "run.trec"
+    done = cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", out, "--tag", "t", "--cpu")
+    error = assert_bad_input(done, npy, "mmap length is greater than file size")
+    assert "snakemake --forcerun encode_queries" in error and not out.exists()
