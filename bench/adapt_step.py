@@ -51,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from llara.io import atomic_write_json, code_version, utc_now  # noqa: E402
-from llara.model import LlaraModel, PromptLayout  # noqa: E402
+from llara.layout import PromptLayout  # noqa: E402
+from llara.model import LlaraModel  # noqa: E402
 from llara.prompts import Prompter, prepare_tokenizer  # noqa: E402
 from llara.training import LlaraTrainer  # noqa: E402
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, LlamaTokenizer
 
+from llara.layout import PromptLayout
 from llara.masks import joint_layout
-from llara.model import LlaraModel, PromptLayout
+from llara.model import LlaraModel
 from llara.prompts import left_pad, prepare_tokenizer
 
 

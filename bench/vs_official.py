@@ -91,7 +91,8 @@ def ours_step(length: int, lm: bool, lm_chunk_size: int = 0):
     ``lm_chunk_size``: rows per slice of the chunked LM loss (0: the model's default)."""
     import torch
 
-    from llara.model import LlaraModel, PromptLayout, load_module, load_tokenizer
+    from llara.layout import PromptLayout
+    from llara.model import LlaraModel, load_module, load_tokenizer
 
     module = load_module(FIXTURES / "model", head=True, dtype=torch.float32, attn_implementation="sdpa")
     llara = LlaraModel(module, load_tokenizer(FIXTURES / "tokenizer", "released"), PromptLayout())

@@ -1,14 +1,19 @@
-"""Stage: adapt a decoder LLM with EBAE, EBAR or both (llara-method.md sections 1, 3, 4, 6).
+"""Stage: adapt a decoder LLM with EBAE, EBAR or both (docs/method.md §1, §3, §4, §6).
 
 ``python -m llara.adapt --model_name_or_path BASE --train_file pairs.jsonl --output_dir OUT --variant joint``
 
-Variants: ``ebae`` (the embedding of T predicts the tokens of T), ``ebar`` (it predicts the tokens of
-the next chunk), ``joint`` (both in one forward pass) and ``none`` (the base model passed through with
-the tokenizer prepared, so the grid's fine-tuning starts from it unchanged). The loss is
+The variants are those of :mod:`llara.grid`: ``ebae`` (the embedding of T predicts the tokens of T),
+``ebar`` (it predicts the tokens of the next chunk), ``joint`` (both in one forward pass), ``none``
+(the base model passed through with the tokenizer prepared, so the grid's fine-tuning starts from it
+unchanged), and any variant registered there with the halves it trains. The loss is
 :meth:`llara.model.LlaraModel.adaptation_loss`. Any ``transformers.TrainingArguments`` flag is
 accepted (``--max_steps``, ``--bf16``, ``--gradient_checkpointing``, ``--deepspeed config/deepspeed/zero1.json`` ...).
-The output holds ``llara_prompt.json``: the prompt style and the prompts whose slots this variant
-trained, which fine-tuning and encoding read back.
+
+The prompt layout is born here: the output's ``llara_prompt.json`` records the style
+(``--prompt_style``), the prompts of queries and passages (``--query_prompt`` / ``--passage_prompt``,
+by default the variant's; a prompt whose slots the variant does not train is refused), their lengths
+(``--query_max_length`` / ``--passage_max_length``, by default the released code's 64 / 160) and the
+prompts whose slots this variant trained. Fine-tuning, encoding and scoring read it back.
 """
 
 from __future__ import annotations
@@ -19,10 +24,19 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from llara.grid import ADAPT_MAX_LENGTH, PROMPT_STYLES, check_choice, default_prompts, variants
+from llara import grid
+from llara.grid import (
+    ADAPT_MAX_LENGTH,
+    KINDS,
+    PASSAGE_MAX_LENGTH,
+    PROMPT_STYLES,
+    QUERY_MAX_LENGTH,
+    check_choice,
+)
+from llara.io import cli_main, cli_warnings
 from llara.model import TARGET_FIELD, LlaraModel, target_kinds
 from llara.rows import PRETRAIN_FIELDS, load_rows
-from llara.training import PRECISIONS, StagePlan, parse_stage_args, run_stage, wrap_lora
+from llara.training import PRECISIONS, StagePlan, lora_wrapper, parse_stage_args, run_stage
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -33,8 +47,30 @@ class AdaptArguments:
     train_file: str | None = field(
         default=None, metadata={"help": "JSONL {input, output_summarize, output_predict}"}
     )
-    variant: str = field(default="joint", metadata={"help": "a variant of llara.grid (none, ebae, ebar, joint)"})
+    variant: str = field(
+        default="joint", metadata={"help": "a variant of llara.grid (none, ebae, ebar, joint)"}
+    )
     prompt_style: str = field(default="released", metadata={"help": f"one of {', '.join(PROMPT_STYLES)}"})
+    query_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": f"prompt of queries ({', '.join(KINDS)}), recorded in the checkpoint; default: the variant's"
+        },
+    )
+    passage_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": f"prompt of passages ({', '.join(KINDS)}), recorded in the checkpoint; default: the variant's"
+        },
+    )
+    query_max_length: int = field(
+        default=QUERY_MAX_LENGTH,
+        metadata={"help": "query length of the retriever, recorded in the checkpoint"},
+    )
+    passage_max_length: int = field(
+        default=PASSAGE_MAX_LENGTH,
+        metadata={"help": "passage length of the retriever, recorded in the checkpoint"},
+    )
     max_length: int = field(
         default=ADAPT_MAX_LENGTH, metadata={"help": "prompt length in tokens (text is cut, slots kept)"}
     )
@@ -42,7 +78,7 @@ class AdaptArguments:
         default=ADAPT_MAX_LENGTH, metadata={"help": "tokens of a target text considered (BOS included)"}
     )
     bow_scale: float = field(
-        default=0.1, metadata={"help": "bag-of-words scale (released code divides by 10)"}
+        default=grid.BOW_SCALE, metadata={"help": "bag-of-words scale (released code divides by 10)"}
     )
     lm_weight: float = field(default=1.0, metadata={"help": "weight of the next-token loss on T (0 = off)"})
     lm_chunk_size: int = field(
@@ -65,9 +101,22 @@ class AdaptArguments:
     lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
     def __post_init__(self) -> None:
-        check_choice(self.variant, variants(), "variant")
+        variant = grid.variant(self.variant)  # ValueError listing the registered variants
         check_choice(self.prompt_style, PROMPT_STYLES, "prompt style")
-        if self.variant != "none" and not self.train_file:
+        for role in grid.ROLES:
+            name = f"{role}_prompt"
+            kind = check_choice(getattr(self, name) or variant.prompts[role], KINDS, name)
+            allowed = variant.allowed_prompts()
+            if kind not in allowed:
+                raise ValueError(
+                    f"--{name} {kind!r}: variant {self.variant!r} does not train its slots; allowed: "
+                    f"{', '.join(allowed)}"
+                )
+            setattr(self, name, kind)
+            length = getattr(self, f"{role}_max_length")
+            if length < 1:
+                raise ValueError(f"--{role}_max_length must be at least 1, got {length}")
+        if variant.trains and not self.train_file:
             raise ValueError(f"variant {self.variant!r} needs --train_file (pre-training pairs JSONL)")
 
 
@@ -104,7 +153,6 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments):
             import deepspeed
 
             deepspeed.init_distributed()
-        prompts = default_prompts()[args.variant]
         return LlaraModel.from_pretrained(
             args.model_name_or_path,
             head=True,
@@ -112,8 +160,10 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments):
             attn_implementation=args.attn_implementation,
             allow_untrained_slots=True,  # adaptation is what trains them
             style=args.prompt_style,
-            query_prompt=prompts["query"],
-            passage_prompt=prompts["passage"],
+            query_prompt=args.query_prompt,
+            passage_prompt=args.passage_prompt,
+            query_max_length=args.query_max_length,
+            passage_max_length=args.passage_max_length,
             trained_prompts=kinds,
         )
 
@@ -132,19 +182,15 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments):
 
         return StagePlan(rows, AdaptCollator(llara, args), loss_fn)
 
-    def lora(llara: LlaraModel):
-        # new slot tokens must train: their embedding rows are trainable beside the adapters
-        return wrap_lora(
-            llara.model,
-            llara.tokenizer,
-            "CAUSAL_LM",
-            args.lora_r,
-            args.lora_alpha,
-            args.lora_dropout,
-            args.lora_target_modules,
-            train_slot_embeddings=True,
-        )
-
+    # new slot tokens must train: their embedding rows are trainable beside the adapters
+    lora = lora_wrapper(
+        "CAUSAL_LM",
+        r=args.lora_r,
+        alpha=args.lora_alpha,
+        dropout=args.lora_dropout,
+        targets=args.lora_target_modules,
+        train_slot_embeddings=True,
+    )
     return run_stage(
         "adapt",
         args,
@@ -156,8 +202,10 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments):
     )
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    run_adapt(*parse_stage_args(AdaptArguments, argv))
+    with cli_warnings():
+        run_adapt(*parse_stage_args(AdaptArguments, argv))
     return 0
 
 

@@ -3,7 +3,7 @@
 Two encoders share one interface (``encode_queries(texts)`` / ``encode_corpus(texts)`` -> ``(N, H)``
 float32 numpy arrays, rows in input order):
 
-- :class:`LlaraEncoder` wraps :class:`llara.modeling.LlaraEmbedder` (queries and passages with the
+- :class:`LlaraEncoder` wraps a :class:`llara.model.LlaraModel` (queries and passages with the
   prompts the checkpoint records; released-code checkpoints: EBAR queries, EBAE passages);
 - :class:`HFEncoder` is a plain Hugging Face ``AutoModel`` with mean or CLS pooling (baselines such
   as all-MiniLM-L6-v2).
@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from llara.grid import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, check_choice
+from llara.grid import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH
 from llara.io import (
     DataError,
     DataWarning,
+    cli_main,
     cli_warnings,
     code_version,
     format_ids,
@@ -52,7 +53,15 @@ from llara.io import (
     utc_now,
     warn_data,
 )
-from llara.shards import WHATS, shard_bounds, shard_is_complete, shard_paths, write_shard
+from llara.shards import (
+    WHATS,
+    first_non_finite_row,
+    shard_bounds,
+    shard_paths,
+    shard_problem,
+    source_record,
+    write_shard,
+)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -73,10 +82,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """``auto``/None: fp32 on CPU; bf16 on a GPU that supports it, else fp16."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
-        from llara.modeling import default_dtype
-
-        return default_dtype(device)
+    if dtype in (None, "auto"):  # bf16 on a GPU that has it, fp16 on other GPUs, fp32 on the CPU
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
@@ -214,7 +223,7 @@ class HFEncoder:
         sort_by_length: bool = True,
         progress: bool = True,
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         if pooling not in ("mean", "cls"):
             raise ValueError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
@@ -222,9 +231,11 @@ class HFEncoder:
         self.dtype = resolve_dtype(dtype, self.device)
         path: str | None = None
         if isinstance(model, str | os.PathLike):
+            from llara.model import pretrained, tokenizer_of  # errors name the folder and the fix
+
             path = str(model)
-            self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path, dtype=self.dtype)
+            self.tokenizer = tokenizer if tokenizer is not None else tokenizer_of(path)
+            self.model = pretrained(AutoModel.from_pretrained, path, dtype=self.dtype)
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer along with a model object")
@@ -292,18 +303,19 @@ class HFEncoder:
 
 
 class LlaraEncoder:
-    """The LLaRA encoder: queries and passages each with the prompt the checkpoint names.
+    """The LLaRA encoder: queries and passages each with the prompt and length of the model's layout.
 
-    ``embedder`` is a path (loaded with ``LlaraEmbedder.from_pretrained``) or an object with the
-    same interface (``embed(texts, kind, max_length)`` -> (N, H) tensor, ``tokenizer``).
-    ``prompt_style`` None lets ``LlaraEmbedder.from_pretrained`` read the style from the checkpoint;
-    ``query_prompt`` / ``passage_prompt`` / the lengths None take what the checkpoint's prompt layout
-    records (see :func:`checkpoint_layout`); lengths it does not record are the released code's 64 / 160.
+    ``model`` is a checkpoint path (loaded with :meth:`llara.model.LlaraModel.from_pretrained`, whose
+    :meth:`~llara.layout.PromptLayout.resolve` merges the checkpoint's ``llara_prompt.json`` with the
+    arguments here, warning where a given value disagrees with the file) or a loaded model: an object
+    with ``tokenizer``, ``embed_texts(texts, kind, max_length)`` -> (N, H) tensor and, optionally, its
+    ``layout`` (the arguments override it). ``None`` keeps the checkpoint's value; what a checkpoint does
+    not record is the released code's (EBAR queries, EBAE passages, 64 / 160 tokens).
     """
 
     def __init__(
         self,
-        embedder: str | os.PathLike | Any,
+        model: str | os.PathLike | Any,
         *,
         prompt_style: str | None = None,
         query_prompt: str | None = None,
@@ -316,44 +328,26 @@ class LlaraEncoder:
         sort_by_length: bool = True,
         progress: bool = True,
     ) -> None:
-        for name, value in (("query_prompt", query_prompt), ("passage_prompt", passage_prompt)):
-            if value is not None and value not in KINDS:
-                raise ValueError(
-                    f"{name} must be one of {', '.join(map(repr, KINDS))} or None, got {value!r}"
-                )
-        if prompt_style is not None:
-            check_choice(prompt_style, PROMPT_STYLES, "prompt style")
+        from llara.layout import PromptLayout
+
+        overrides = {
+            "style": prompt_style,
+            "query_prompt": query_prompt,
+            "passage_prompt": passage_prompt,
+            "query_max_length": query_max_length,
+            "passage_max_length": passage_max_length,
+        }
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        path = None
-        if isinstance(embedder, str | os.PathLike):
-            from llara.modeling import LlaraEmbedder
+        if isinstance(model, str | os.PathLike):
+            from llara import model as llara_model
 
-            path = Path(embedder)
-            embedder = LlaraEmbedder.from_pretrained(
-                str(embedder), prompt_style=prompt_style, device=self.device, dtype=self.dtype
-            )
-        self.embedder = embedder
-        recorded = checkpoint_layout(embedder, path)
-        where = recorded.pop("source")
-        # the style the embedder ended up with (read from the checkpoint when None was asked for)
-        self.prompt_style = recorded.get("style") or prompt_style
-        given = {"query_prompt": query_prompt, "passage_prompt": passage_prompt}
-        missing = [k for k, v in given.items() if v is None and k not in recorded]
-        if missing:
-            raise DataError(
-                f"{where}: the checkpoint does not record {' or '.join(missing)}; pass "
-                + " and ".join(f"--{k.replace('_', '-')} {'|'.join(KINDS)}" for k in missing)
-            )
-        for key, value in given.items():
-            if value is not None and key in recorded and recorded[key] != value:
-                warn_data(f"{where}: the checkpoint's {key} is {recorded[key]!r}; using {value!r} as asked")
-        self.query_prompt = query_prompt or recorded["query_prompt"]
-        self.passage_prompt = passage_prompt or recorded["passage_prompt"]
-        self.query_max_length = query_max_length or recorded.get("query_max_length") or QUERY_MAX_LENGTH
-        self.passage_max_length = (
-            passage_max_length or recorded.get("passage_max_length") or PASSAGE_MAX_LENGTH
-        )
+            model = llara_model.LlaraModel.from_pretrained(model, dtype=self.dtype, **overrides)
+            model.model.to(self.device).eval()
+            self.layout = model.layout
+        else:
+            self.layout = PromptLayout.resolve(None, getattr(model, "layout", None), **overrides)
+        self.model = model
         self.batch_size, self.sort_by_length, self.progress = batch_size, sort_by_length, progress
 
     @property
@@ -361,61 +355,41 @@ class LlaraEncoder:
         """What the vectors depend on, as used (recorded in each shard's ``.meta.json``)."""
         return {
             "encoder": "llara",
-            "prompt_style": self.prompt_style,
-            "query_prompt": self.query_prompt,
-            "passage_prompt": self.passage_prompt,
-            "query_max_length": self.query_max_length,
-            "passage_max_length": self.passage_max_length,
+            "prompt_style": self.layout.style,
+            "query_prompt": self.layout.query_prompt,
+            "passage_prompt": self.layout.passage_prompt,
+            "query_max_length": self.layout.query_max_length,
+            "passage_max_length": self.layout.passage_max_length,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
-    def _encode(self, texts: Sequence[str], kind: str, max_length: int, desc: str) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], role: str, desc: str) -> np.ndarray:
         texts = list(texts)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        kind, max_length = self.layout.prompt_for(role), self.layout.max_length_for(role)
         lengths = None
         if self.sort_by_length:
-            ids = self.embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            ids = self.model.tokenizer(texts, add_special_tokens=False)["input_ids"]
             lengths = [min(len(x), max_length) for x in ids]
 
         def embed_rows(idx: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                vecs = self.embedder.embed([texts[i] for i in idx], kind=kind, max_length=max_length)
+                vecs = self.model.embed_texts([texts[i] for i in idx], kind, max_length)
             return vecs.to(torch.float32).cpu().numpy()
 
         return encode_in_batches(len(texts), embed_rows, self.batch_size, lengths, desc, self.progress)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.query_prompt, self.query_max_length, "encode queries")
+        return self._encode(texts, "query", "encode queries")
 
     def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.passage_prompt, self.passage_max_length, "encode corpus")
-
-
-LAYOUT_KEYS = ("style", "query_prompt", "passage_prompt", "query_max_length", "passage_max_length")
-
-
-def checkpoint_layout(embedder: Any, path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """What a checkpoint records of its prompt layout (style, prompts, lengths), as far as it does.
-
-    From the embedder's ``layout`` (``LlaraEmbedder`` reads ``llara_prompt.json`` when it loads),
-    else ``llara_prompt.json`` in ``path`` (:meth:`llara.model.PromptLayout.read`, which names the
-    file in its errors). Key ``source`` names where, for messages.
-    """
-    layout = getattr(embedder, "layout", None)
-    source = f"{path or 'the model'} (prompt layout)"
-    if layout is None and path is not None:
-        from llara.model import LAYOUT_FILE, PromptLayout
-
-        layout, source = PromptLayout.read(path), Path(path) / LAYOUT_FILE
-    if layout is None:
-        return {"source": source if path is not None else "the embedder"}
-    found = {k: getattr(layout, k) for k in LAYOUT_KEYS if getattr(layout, k, None) is not None}
-    return found | {"source": source}
+        return self._encode(texts, "passage", "encode corpus")
 
 
 # ---------------------------------------------------------------------------------------------
 # encoding a shard
+
 
 def encode_shard(
     encoder: Encoder,
@@ -427,10 +401,14 @@ def encode_shard(
     num_shards: int = 1,
     config: dict[str, Any] | None = None,
     overwrite: bool = False,
+    sources: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Encode rows of shard ``shard`` and write vectors (.npy), ids (.ids.json), marker (.meta.json).
 
-    Returns the marker's content; a shard already complete is returned without recomputation.
+    Returns the marker's content; a shard already complete is returned without recomputation. A
+    shard that is damaged, or (``sources``: :func:`llara.shards.source_record` of the input files,
+    recorded in the marker) made from files that changed since, is recomputed. Non-finite vectors
+    are a DataError naming the shard file and the first bad row; nothing is written then.
     """
     if what not in WHATS:
         raise ValueError(f"what must be one of {WHATS}, got {what!r}")
@@ -439,7 +417,7 @@ def encode_shard(
     config = dict(config or {})
     config.update(what=what, shard=shard, num_shards=num_shards)
     paths = shard_paths(output_dir, what, shard, num_shards)
-    if not overwrite and shard_is_complete(paths, config):
+    if not overwrite and shard_problem(paths, config, sources) is None:
         return json.loads(paths["meta"].read_text()) | {"skipped": True}
     paths["meta"].unlink(missing_ok=True)  # the old marker goes first, so a crash leaves no stale one
     start, end = shard_bounds(len(ids), shard, num_shards)
@@ -455,6 +433,14 @@ def encode_shard(
     seconds = time.perf_counter() - t0
     if vecs.shape[0] != len(shard_ids):
         raise RuntimeError(f"encoder returned {vecs.shape[0]} vectors for {len(shard_ids)} texts")
+    bad = first_non_finite_row(vecs)
+    if bad is not None:
+        raise DataError(
+            f"{paths['embeddings']}: the encoder produced non-finite values (NaN or inf) for row {bad} "
+            f"(id {shard_ids[bad]!r}, row {start + bad} of all) of {what} shard {shard} of {num_shards}; "
+            f"nothing written. Check the model's weights ({config.get('model', 'the model')}) and --dtype "
+            "(fp16 overflows where bf16 or fp32 do not)"
+        )
     meta = {
         "rows": len(shard_ids),
         "dim": int(vecs.shape[1]) if vecs.ndim == 2 else 0,
@@ -466,6 +452,7 @@ def encode_shard(
         "empty_text_ids": empty[:100],
         "config": jsonable(config),
         "encoder": jsonable(getattr(encoder, "settings", None)),  # the values used (lengths, prompts)
+        "sources": jsonable(sources),  # the input files' path, size, mtime_ns (None: not recorded)
         "code_version": code_version(),
         "date": utc_now(),
     }
@@ -606,6 +593,20 @@ def progress_bars(enabled: bool) -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def source_files(beir_dir: Path, what: str, split: str) -> dict[str, Path]:
+    """The files a shard of ``what`` is made from: the corpus, or the queries and the split's qrels."""
+    from llara.beir import corpus_file, qrels_path
+
+    if not beir_dir.is_dir():
+        raise DataError(
+            f"{beir_dir}: not a folder; pass a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/)"
+        )
+    if what == "corpus":
+        return {"corpus": corpus_file(beir_dir / "corpus.jsonl")}
+    return {"queries": beir_dir / "queries.jsonl", "qrels": qrels_path(beir_dir, split)}
+
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
@@ -618,37 +619,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "corpus":
         config.pop("split")  # the corpus does not depend on the split
     with cli_warnings(), progress_bars(args.progress):
-        try:
-            from llara.beir import join_title_text, load_beir, load_corpus
+        from llara.beir import join_title_text, load_beir, load_corpus
 
-            config = resolve_lengths(config)
-            paths = shard_paths(args.output, args.what, args.shard, args.num_shards)
-            if not args.overwrite and shard_is_complete(paths, config):
+        config = resolve_lengths(config)
+        paths = shard_paths(args.output, args.what, args.shard, args.num_shards)
+        files = source_files(args.beir_dir, args.what, args.split)
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise DataError(f"{missing[0]}: file not found; pass a BEIR dataset folder as --beir-dir")
+        sources = source_record(files)  # before reading: a change while encoding shows next time
+        if not args.overwrite:
+            problem = shard_problem(paths, config, sources)
+            if problem is None:
                 print(f"{paths['embeddings']}: complete, not recomputed")
                 return 0
-            if args.what == "corpus":
-                corpus = load_corpus(args.beir_dir / "corpus.jsonl")
-                ids = list(corpus)
-                texts = [join_title_text(corpus[i]["title"], corpus[i]["text"]) for i in ids]
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DataWarning)  # encode_shard names empty queries
-                    ids, texts = load_beir(args.beir_dir, args.split).query_items()
-            encoder = build_encoder(config)
-            meta = encode_shard(
-                encoder,
-                ids,
-                texts,
-                args.what,
-                args.output,
-                args.shard,
-                args.num_shards,
-                config,
-                args.overwrite,
-            )
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            if any(p.exists() for p in paths.values()):
+                print(f"recomputing {paths['embeddings'].name}: {problem}", file=sys.stderr)
+        if args.what == "corpus":
+            corpus = load_corpus(files["corpus"])
+            ids = list(corpus)
+            texts = [join_title_text(corpus[i]["title"], corpus[i]["text"]) for i in ids]
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DataWarning)  # encode_shard names empty queries
+                ids, texts = load_beir(args.beir_dir, args.split).query_items()
+        encoder = build_encoder(config)
+        meta = encode_shard(
+            encoder,
+            ids,
+            texts,
+            args.what,
+            args.output,
+            args.shard,
+            args.num_shards,
+            config,
+            overwrite=True,  # checked above (a damaged or outdated shard is recomputed)
+            sources=sources,
+        )
     print(
         f"{paths['embeddings']}: {meta['rows']} {args.what} rows, dim {meta['dim']}, "
         f"{meta['texts_per_second']} texts/s"

@@ -1,4 +1,4 @@
-"""Stage: contrastive fine-tuning of an (adapted) decoder into a retriever (llara-method.md sections 1, 6).
+"""Stage: contrastive fine-tuning of an (adapted) decoder into a retriever (docs/method.md §1, §6).
 
 ``python -m llara.finetune --model_name_or_path ADAPTED --train_file train.jsonl --output_dir OUT``
 
@@ -6,11 +6,13 @@ RepLLaMA-style, as the released code: LoRA (r=64, alpha=16, dropout 0.1 on q,k,v
 slot-token embeddings train only with ``--train_slot_embeddings``), InfoNCE with temperature 0.01 over
 in-batch and hard negatives (``--cross_device_negatives`` shares them across processes and needs a
 process group, e.g. torchrun), groups of 16 passages (1 positive + 15 negatives), query/passage max
-length 64/160. The prompts come from the adapted checkpoint's ``llara_prompt.json`` (per variant:
-``ebae`` EBAE for both, ``ebar`` EBAR for both, ``joint``/``none`` EBAR queries and EBAE passages);
-``--query_prompt``/``--passage_prompt`` override them, and a prompt whose slots adaptation never
-trained is refused unless ``--allow_untrained_slots``. Rows are ``{query, pos: [...], neg: [...]}``.
-No LM head is loaded (the released code computes logits it never uses, method notes section 8).
+length 64/160. The prompt style, prompts and lengths come from the adapted checkpoint's
+``llara_prompt.json`` (written by adaptation: the prompts the grid gave the variant), so the grid
+passes none of them here; ``--prompt_style``/``--query_prompt``/``--passage_prompt`` and the lengths
+override them (with a warning where they disagree), and a prompt whose slots adaptation never trained
+is refused unless ``--allow_untrained_slots``. The layout used is copied into the output. Rows are
+``{query, pos: [...], neg: [...]}``. No LM head is loaded (the released code computes logits it never
+uses, docs/method.md §8).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from transformers import TrainerCallback, TrainingArguments
 
 from llara.adapt import LORA_TARGETS
 from llara.grid import KINDS, PROMPT_STYLES, check_choice
-from llara.model import LlaraModel, layout_flags
+from llara.io import cli_main, cli_warnings
+from llara.layout import layout_flags
+from llara.model import LlaraModel
 from llara.rows import FINETUNE_FIELDS, RowError, load_rows
-from llara.training import PRECISIONS, StagePlan, parse_stage_args, run_stage, wrap_lora
+from llara.training import PRECISIONS, StagePlan, lora_wrapper, parse_stage_args, run_stage
 
 log = logging.getLogger("llara.finetune")
 
@@ -82,6 +86,9 @@ class FinetuneArguments:
         for name in ("query_prompt", "passage_prompt"):
             if getattr(self, name) is not None:
                 check_choice(getattr(self, name), KINDS, name)
+        for name in ("query_max_length", "passage_max_length"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.group_size < 1:
             raise ValueError("--group_size must be at least 1 (the positive)")
 
@@ -182,18 +189,14 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> P
             record={"layout": dataclasses.asdict(llara.layout)},
         )
 
-    def lora(llara: LlaraModel):
-        return wrap_lora(
-            llara.model,
-            llara.tokenizer,
-            "FEATURE_EXTRACTION",
-            args.lora_r,
-            args.lora_alpha,
-            args.lora_dropout,
-            args.lora_target_modules,
-            train_slot_embeddings=args.train_slot_embeddings,
-        )
-
+    lora = lora_wrapper(
+        "FEATURE_EXTRACTION",
+        r=args.lora_r,
+        alpha=args.lora_alpha,
+        dropout=args.lora_dropout,
+        targets=args.lora_target_modules,
+        train_slot_embeddings=args.train_slot_embeddings,
+    )
     return run_stage(
         "finetune",
         args,
@@ -205,8 +208,10 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> P
     )
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    run_finetune(*parse_stage_args(FinetuneArguments, argv))
+    with cli_warnings():
+        run_finetune(*parse_stage_args(FinetuneArguments, argv))
     return 0
 
 

@@ -1,6 +1,7 @@
-"""The joint EBAE+EBAR attention mask as a flex-attention ``BlockMask`` (llara-method.md section 3).
+"""The joint EBAE+EBAR attention mask as a flex-attention ``BlockMask`` (docs/method.md §3).
 
-The rule is the one of :func:`llara.masks.joint_allowed`, written as a ``mask_mod`` over one
+The rule is the one of :func:`llara.masks.joint_allowed` (columns from
+:class:`llara.masks.JointGeometry`), written as a ``mask_mod`` over one
 (query row, key column) pair: causal, padding columns blocked (left padding), the EBAR suffix rows
 blind to the EBAE suffix columns, and every row may attend to itself (so a pad row is never empty).
 
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from llara.masks import JointGeometry, joint_attention_mask
+
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
@@ -41,12 +44,9 @@ def joint_mask_mod(attention_mask: torch.Tensor, ebae_len: int, ebar_len: int):
         raise ValueError(
             f"attention_mask must be the 2-D (B, T) padding mask, got {tuple(attention_mask.shape)}"
         )
-    width = attention_mask.shape[1]
-    if ebae_len < 0 or ebar_len < 0 or ebae_len + ebar_len > width:
-        raise ValueError(f"suffix lengths {ebae_len} + {ebar_len} do not fit a row of {width} columns")
+    geo = JointGeometry(attention_mask.shape[1], ebae_len, ebar_len)  # raises when they do not fit
     keep = attention_mask.bool()  # (B, T)
-    ebar_start = width - ebar_len
-    ebae_start = ebar_start - ebae_len
+    ebar_start, ebae_start = geo.ebar_start, geo.ebae_start
 
     def mask_mod(b, h, q, kv):
         causal = kv <= q
@@ -106,6 +106,4 @@ def joint_mask_for(
             f"{attn_implementation} cannot take the joint mask (the EBAR suffix must not see the EBAE "
             "suffix); use sdpa, eager or flex_attention"
         )
-    from llara.masks import joint_attention_mask
-
     return joint_attention_mask(attention_mask, ebae_len, ebar_len, dtype)

@@ -65,7 +65,7 @@ class PromptLayout:
         for role in ("query", "passage"):
             kind = self.prompt_for(role)
             if kind not in self.trained_prompts:
-                raise ValueError(
+                raise DataError(
                     f"{where}: {role} prompt {kind!r} uses slots this model's adaptation never trained "
                     f"(it trained {', '.join(self.trained_prompts)}); use --{role}_prompt "
                     f"{self.trained_prompts[0]} or pass --allow_untrained_slots"

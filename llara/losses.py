@@ -1,10 +1,10 @@
 """Losses of LLaRA as pure tensor functions.
 
-Adaptation (EBAE/EBAR, method notes section 4): a bag-of-words loss on the LM-head logits at the
+Adaptation (EBAE/EBAR, docs/method.md §4): a bag-of-words loss on the LM-head logits at the
 embedding slots, plus the ordinary next-token LM loss on the input text, combined by
-`combine_adaptation_losses`. The LM term exists twice: `lm_loss` on given logits, and
-`chunked_lm_loss` / `linear_cross_entropy`, which take hidden states and the LM-head weight and never
-build the (B, T, V) logits (equal values and gradients). Fine-tuning (method notes sections 1 and 6):
+`combine_adaptation_losses`. The LM term is `chunked_lm_loss` / `linear_cross_entropy`, which take
+hidden states and the LM-head weight and never build the (B, T, V) logits (the same values and
+gradients as a cross-entropy of the full logits). Fine-tuning (docs/method.md §1, §6):
 InfoNCE over in-batch and hard negatives (`info_nce`), optionally with queries and passages shared
 across devices as the released code does it (`info_nce_cross_device`).
 
@@ -27,7 +27,6 @@ __all__ = [
     "info_nce",
     "info_nce_cross_device",
     "linear_cross_entropy",
-    "lm_loss",
 ]
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -39,7 +38,7 @@ def _upcast(x: Tensor) -> Tensor:
 
 
 def bow_loss(slot_logits: Tensor, targets: Tensor, scale: float = 0.1) -> tuple[Tensor, Tensor]:
-    """Bag-of-words loss of one half (EBAE or EBAR), as the released code computes it (notes section 4).
+    """Bag-of-words loss of one half (EBAE or EBAR), as the released code computes it (docs/method.md §4).
 
     1. max over the S slots -> (B, V) (released style S=8; paper style S=1, where the max is a no-op);
     2. log-softmax over the vocabulary (in float32 when the logits are float16/bfloat16);
@@ -51,7 +50,7 @@ def bow_loss(slot_logits: Tensor, targets: Tensor, scale: float = 0.1) -> tuple[
     Args:
         slot_logits: (B, S, V) LM-head logits at the embedding slot positions.
         targets: (B, K) integer token ids, padded with -1. Ids must be unique within a row (the caller
-            dedupes them and removes special ids / stop words, notes section 4 step 3); duplicates are
+            dedupes them and removes special ids / stop words, docs/method.md §4 step 3); duplicates are
             not detected and would be counted more than once. Only -1 is treated as padding.
         scale: multiplier of the final loss.
 
@@ -88,37 +87,6 @@ def bow_loss(slot_logits: Tensor, targets: Tensor, scale: float = 0.1) -> tuple[
     n_rows = (n_valid > 0).sum()  # () int64
     loss = row_loss.sum() / n_rows.clamp(min=1) * scale  # ()
     return loss, n_rows
-
-
-def lm_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
-    """Ordinary next-token cross-entropy (the LM term of the adaptation loss, notes section 4).
-
-    `labels` are aligned with the inputs: the logits at position t predict labels[:, t + 1], so the
-    shift happens here and labels[:, 0] is never a target. Mean over the non-ignored targets of the
-    whole batch (token-level mean, like transformers' causal-LM loss), computed in float32 when the
-    logits are float16/bfloat16. When nothing is labelled the result is an exact 0 that carries the
-    graph, never NaN.
-
-    Args:
-        logits: (B, T, V) LM logits.
-        labels: (B, T) integer token ids, `ignore_index` where no loss is wanted.
-        ignore_index: label value that is skipped.
-
-    Returns:
-        scalar loss.
-    """
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"labels must be (B, T) = {tuple(logits.shape[:2])} to match logits, got {tuple(labels.shape)}"
-        )
-    V = logits.shape[-1]
-    shift_logits = _upcast(logits[:, :-1, :]).reshape(-1, V)  # (B*(T-1), V)
-    shift_labels = labels[:, 1:].reshape(-1).long()  # (B*(T-1),)
-    n_targets = (shift_labels != ignore_index).sum()  # () int64
-    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=ignore_index, reduction="sum")  # ()
-    return total / n_targets.clamp(min=1)
 
 
 def _check_ids(targets: Tensor, V: int, ignore_index: int, what: str) -> None:
@@ -313,14 +281,17 @@ def chunked_lm_loss(
     bias: Tensor | None = None,
     recompute: bool = False,
 ) -> Tensor:
-    """The LM term computed from hidden states in slices: equal to `lm_loss(F.linear(hidden, weight, bias), labels)`.
+    """The LM term computed from hidden states in slices: the next-token cross-entropy of the logits
+    `F.linear(hidden, weight, bias)` (float32 for float16/bfloat16 models), mean over the labelled
+    targets.
 
     No (B, T, V) logits tensor ever exists (see `linear_cross_entropy`): only the positions that have a
     label are projected, one slice of `chunk_size` of them at a time, and no slice is kept for backward.
 
     Two input layouts:
-        * hidden (B, T, H) with labels (B, T) aligned with the inputs, as `lm_loss` takes them: the
-          shift happens here (the state at t predicts labels[:, t + 1]; labels[:, 0] is never a target);
+        * hidden (B, T, H) with labels (B, T) aligned with the inputs (as transformers' causal-LM
+          loss takes them): the shift happens here (the state at t predicts labels[:, t + 1];
+          labels[:, 0] is never a target);
         * hidden (N, H) with labels (N,), already shifted: row i predicts labels[i]. This lets a caller
           pass only the hidden states of the positions that have a target (for example the text
           positions of a joint row, without the prompt's prefix and suffixes).
@@ -354,7 +325,7 @@ def chunked_lm_loss(
 
 
 def info_nce(q: Tensor, p: Tensor, temperature: float, group_size: int, q_offset: int = 0) -> Tensor:
-    """InfoNCE over in-batch and hard negatives (fine-tuning, notes sections 1 and 6).
+    """InfoNCE over in-batch and hard negatives (fine-tuning, docs/method.md §1, §6).
 
     Passages come in groups of `group_size` (positive first, then its hard negatives; the released
     code uses 16 = 1 + 15). Every passage in `p` is a candidate for every query. Query i belongs to
@@ -435,7 +406,7 @@ def gather_keep_local(x: Tensor) -> Tensor:
 
 def info_nce_cross_device(q: Tensor, p: Tensor, temperature: float, group_size: int) -> Tensor:
     """InfoNCE with queries and passages shared across devices, as the released fine-tuning code does it
-    (``negatives_cross_device``, notes section 6).
+    (``negatives_cross_device``, docs/method.md §6).
 
     Both q and p are gathered from every rank (`gather_keep_local`), and every rank computes the same
     loss: `info_nce` of all W * B queries against all W * N_local passages, query i's positive at row
@@ -472,7 +443,7 @@ def combine_adaptation_losses(
     lm: Tensor | None,
     lm_weight: float,
 ) -> dict[str, Tensor]:
-    """Total adaptation loss and its named parts (notes section 4).
+    """Total adaptation loss and its named parts (docs/method.md §4).
 
     bow = mean of the bag-of-words parts present ((ebae + ebar) / 2 when both are, as the released
     code); total = bow + lm_weight * lm. The released code always adds the LM loss with weight 1; the

@@ -1,19 +1,25 @@
 """LlaraModel: one object that owns the prompt layout around a stock Hugging Face decoder.
 
-Read top to bottom, this is the method (llara-method.md, "notes §N"):
+Read top to bottom, this is the method (docs/method.md §N):
 
-* ``PromptLayout`` is the prompt configuration of a checkpoint (style, which prompt queries and
-  passages get, their lengths). It is saved as ``llara_prompt.json`` inside every checkpoint the
-  stages write and read back when loading, so nothing downstream repeats ``--prompt-style``.
-* ``adaptation_batch`` turns pre-training rows into one left-padded batch: ``prefix + T + suffix``
-  (``ebae``/``ebar``) or ``prefix + T + EBAE suffix + EBAR suffix`` (``joint``, notes §3), LM labels
-  on T, and the bag-of-words targets of each half (:mod:`llara.targets`).
-* ``adaptation_loss`` runs the stock model once (for ``joint`` with the 4-D mask of
-  :mod:`llara.masks`, built here in the model's compute dtype), takes LM-head logits at the slots
-  only, the next-token loss from the hidden states of the labelled positions only, and combines the
-  parts as the released code does (notes §4).
-* ``embed`` / ``contrastive_loss`` / ``encode``: mean of the final hidden states at the slots,
-  L2-normalised (:func:`llara.pooling.pool`, the one pooling function), InfoNCE for fine-tuning.
+* the prompt layout of a checkpoint (:class:`llara.layout.PromptLayout`: style, which prompt queries
+  and passages get, their lengths) is born in adaptation, saved as ``llara_prompt.json`` inside every
+  checkpoint the stages write, and resolved once when loading (:meth:`PromptLayout.resolve`: the
+  checkpoint's file, then explicit overrides, each disagreement logged), so nothing downstream repeats
+  ``--prompt_style``;
+* loading refuses what cannot work with one-line :class:`llara.io.DataError` errors that name the path: a
+  folder that does not exist, a folder without tokenizer files or with a tokenizer that cannot encode
+  ordinary text, unreadable (truncated) weights;
+* ``adaptation_batch`` turns pre-training rows into one left-padded batch: ``prefix + T + suffix`` (a
+  variant that trains one half) or ``prefix + T + EBAE suffix + EBAR suffix`` (both halves, §3), LM
+  labels on T, and the bag-of-words targets of each half (:mod:`llara.targets`);
+* ``adaptation_loss`` runs the stock model once (two halves: with the 4-D mask of :mod:`llara.masks`,
+  built here in the model's compute dtype), takes LM-head logits at the slots only (the columns of
+  :class:`llara.masks.JointGeometry`), the next-token loss from the hidden states of the labelled
+  positions only, and combines the parts as the released code does (§4);
+* ``embed`` / ``embed_texts`` / ``contrastive_loss`` / ``encode``: mean of the final hidden states at
+  the slots, L2-normalised (:func:`llara.pooling.pool`, the one pooling function), InfoNCE for
+  fine-tuning.
 
 The Trainer trains the *stock* module (``self.model``, maybe wrapped by PEFT, DDP or DeepSpeed) and
 calls these methods with that wrapped module as ``net``: saving, sharding and resuming stay the
@@ -25,120 +31,35 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from llara.grid import KINDS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, check_choice, variants
+from llara import grid
 from llara.flex import joint_mask_for
+from llara.grid import KINDS, check_choice
 from llara.io import DataError
+from llara.layout import PromptLayout
 from llara.losses import bow_loss, chunked_lm_loss, combine_adaptation_losses, info_nce, info_nce_cross_device
-from llara.masks import joint_layout, position_ids_from_mask
+from llara.masks import JointGeometry, joint_layout, position_ids_from_mask
 from llara.pooling import pool
-from llara.prompts import SLOT_TOKENS, TEMPLATES, Prompter, left_pad, prepare_tokenizer
+from llara.prompts import SLOT_TOKENS, Prompter, left_pad, prepare_tokenizer
 from llara.targets import bow_targets, pad_targets
 
 log = logging.getLogger("llara.model")
-LAYOUT_FILE = "llara_prompt.json"
-TARGET_FIELD = {"ebae": "output_summarize", "ebar": "output_predict"}  # rows of notes §5
-
-
-# ---- the prompt configuration of a checkpoint ------------------------------------------------------
-@dataclass(frozen=True)
-class PromptLayout:
-    style: str = "released"
-    query_prompt: str = "ebar"  # released code: EBAR for queries, EBAE for passages (notes §1)
-    passage_prompt: str = "ebae"
-    query_max_length: int = QUERY_MAX_LENGTH
-    passage_max_length: int = PASSAGE_MAX_LENGTH
-    trained_prompts: tuple[str, ...] | None = None  # slots adaptation trained (None: unknown, e.g. BAAI)
-
-    def __post_init__(self) -> None:
-        check_choice(self.style, PROMPT_STYLES, "prompt style")
-        check_choice(self.query_prompt, KINDS, "query prompt")
-        check_choice(self.passage_prompt, KINDS, "passage prompt")
-        if self.trained_prompts is not None:
-            object.__setattr__(self, "trained_prompts", tuple(self.trained_prompts))
-            for kind in self.trained_prompts:
-                check_choice(kind, KINDS, "trained prompt")
-
-    def check_trained(self, where: str | Path, allow_untrained_slots: bool = False) -> None:
-        """No retriever uses slots its adaptation never trained (an ``ebae`` model has untrained EBAR
-        slots). ``none`` (nothing trained) and checkpoints of unknown history pass."""
-        if not self.trained_prompts or allow_untrained_slots:
-            return
-        for role in ("query", "passage"):
-            kind = self.prompt_for(role)
-            if kind not in self.trained_prompts:
-                raise ValueError(
-                    f"{where}: {role} prompt {kind!r} uses slots this model's adaptation never trained "
-                    f"(it trained {', '.join(self.trained_prompts)}); use --{role}_prompt "
-                    f"{self.trained_prompts[0]} or pass --allow_untrained_slots"
-                )
-
-    @property
-    def n_slots(self) -> int:
-        return TEMPLATES[self.style].n_slots
-
-    def prompt_for(self, role: str) -> str:
-        """``query`` / ``passage`` -> the prompt kind used for it."""
-        return {"query": self.query_prompt, "passage": self.passage_prompt}[role]
-
-    def save(self, folder: str | Path) -> None:
-        Path(folder, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, folder: str | Path) -> PromptLayout | None:
-        path = Path(folder, LAYOUT_FILE)
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"{path}: not valid JSON ({err}); fix it or delete it (defaults apply)") from None
-        if not isinstance(data, dict):
-            raise DataError(f"{path}: expected a JSON object; fix it or delete it (defaults apply)")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as err:
-            raise DataError(f"{path}: {err}; fix the value or delete the file (defaults apply)") from None
-
-    def override(self, warn_from: str | Path | None = None, **changes: Any) -> PromptLayout:
-        """A copy with the non-None ``changes``; with ``warn_from`` (the checkpoint this layout was read
-        from) each value that differs is logged as a warning."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "trained_prompts" in changes:
-            changes["trained_prompts"] = tuple(changes["trained_prompts"])
-        for key, value in changes.items():
-            if warn_from is not None and getattr(self, key) != value:
-                log.warning("%s says %s=%r; overridden with %r", warn_from, key, getattr(self, key), value)
-        return PromptLayout(**{**asdict(self), **changes})
-
-
-def layout_flags(args: Any) -> dict[str, Any]:
-    """The prompt-layout overrides a stage's command line carries (``--prompt_style``, the prompts and
-    their lengths), as keyword arguments for :meth:`LlaraModel.from_pretrained` (None: the checkpoint's)."""
-    return {
-        "style": args.prompt_style,
-        "query_prompt": args.query_prompt,
-        "passage_prompt": args.passage_prompt,
-        "query_max_length": args.query_max_length,
-        "passage_max_length": args.passage_max_length,
-    }
+TARGET_FIELD = {"ebae": "output_summarize", "ebar": "output_predict"}  # rows of docs/method.md §5
+T = TypeVar("T")
 
 
 def target_kinds(variant: str) -> tuple[str, ...]:
-    """The halves a variant trains: ``joint`` both, ``ebae``/``ebar`` one, ``none`` nothing."""
-    check_choice(variant, variants(), "variant")
-    return {"joint": ("ebae", "ebar"), "none": ()}.get(variant, (variant,))
+    """The halves a variant trains, as :mod:`llara.grid` registers it (``joint`` both, ``none`` none)."""
+    return grid.variant(variant).trains
 
 
 @dataclass
@@ -185,11 +106,80 @@ def has_slot_tokens(tokenizer: PreTrainedTokenizerBase) -> bool:
     return all(t in vocab for t in SLOT_TOKENS)
 
 
+# what a tokenizer is saved as (tokenizer.json / tokenizer_config.json, vocab.txt / vocab.json +
+# merges.txt, SentencePiece or tiktoken models); a folder with none of them has no tokenizer
+TOKENIZER_FILE = re.compile(r"tokenizer.*|vocab.*|merges\.txt|.*\.model|.*\.tiktoken")
+ORDINARY_TEXT = "the quick brown fox"
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _weights_name(path: str | Path) -> str:
+    """The weights file of a folder, for messages: its one ``*.safetensors`` file, else the folder."""
+    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+    return str(files[0]) if len(files) == 1 else f"{path} (its *.safetensors files)"
+
+
+def pretrained(loader: Callable[..., T], path: str | Path, **kwargs: Any) -> T:
+    """``loader(str(path), **kwargs)`` (a ``from_pretrained``) with its failures as one-line
+    :class:`DataError` errors naming ``path`` and the fix: a path that does not exist (transformers says
+    "Repo id must be in the form ..."), a model it cannot read, a truncated ``*.safetensors``."""
+    from safetensors import SafetensorError
+
+    try:
+        return loader(str(path), **kwargs)
+    except SafetensorError as err:
+        raise DataError(
+            f"{_weights_name(path)}: cannot read the weights ({_first_line(err)}); the file is truncated "
+            "or damaged: copy it again or rerun the stage that wrote it"
+        ) from None
+    except (OSError, ValueError) as err:  # a bad hub id is an OSError or huggingface_hub's ValueError
+        if isinstance(err, DataError):
+            raise
+        if not Path(path).exists():
+            raise DataError(
+                f"{path}: no such model folder (nor a hub model of that name in the local cache); check "
+                "the path, or run the stage that writes it first"
+            ) from None
+        if isinstance(err, ValueError):
+            raise
+        raise DataError(f"{path}: cannot load the model ({_first_line(err)}); check the folder") from None
+
+
+def tokenizer_of(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``path``, refused with a :class:`DataError` naming the folder when the folder
+    holds no tokenizer files (transformers would build an empty one, every word unknown, or ask for
+    sentencepiece / tiktoken) or when it cannot encode ordinary text."""
+    folder = Path(path)
+    if folder.is_dir() and not any(
+        f.is_file() and TOKENIZER_FILE.fullmatch(f.name) for f in folder.iterdir()
+    ):
+        raise DataError(
+            f"{path}: no tokenizer files (tokenizer.json, tokenizer.model, vocab.*); save the base "
+            "model's tokenizer into the folder"
+        )
+    try:
+        tokenizer = pretrained(AutoTokenizer.from_pretrained, path)
+    except DataError:
+        raise
+    except ValueError as err:  # e.g. "install sentencepiece or tiktoken" to convert a slow tokenizer
+        raise DataError(f"{path}: cannot build the tokenizer ({_first_line(err)})") from None
+    ids = tokenizer(ORDINARY_TEXT, add_special_tokens=False)["input_ids"]
+    if not ids or all(i == tokenizer.unk_token_id for i in ids):
+        raise DataError(
+            f"{path}: the tokenizer cannot encode ordinary text ({ORDINARY_TEXT!r} -> {ids}); its files "
+            "are empty or wrong: save the base model's tokenizer into the folder"
+        )
+    return tokenizer
+
+
 def load_tokenizer(
     path: str | Path, style: str, allow_untrained_slots: bool = False
 ) -> PreTrainedTokenizerBase:
     """Tokenizer of ``path`` prepared for ``style``; a released-style checkpoint must hold the slot tokens."""
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = tokenizer_of(path)
     if style == "released" and not has_slot_tokens(tokenizer) and not allow_untrained_slots:
         raise ValueError(
             f"{path}: the tokenizer lacks the slot tokens <s1>..<s16> of the released prompt style, so "
@@ -239,10 +229,10 @@ def load_module(
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = auto.from_pretrained(adapter_base_path(path), **kwargs)
-        resize_for_tokenizer(base, AutoTokenizer.from_pretrained(str(path)))  # slot tokens added later
-        return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
-    return auto.from_pretrained(str(path), **kwargs)
+        base = pretrained(auto.from_pretrained, adapter_base_path(path), **kwargs)
+        resize_for_tokenizer(base, tokenizer_of(path))  # slot tokens added later
+        return pretrained(lambda p: PeftModel.from_pretrained(base, p), path).merge_and_unload()
+    return pretrained(auto.from_pretrained, path, **kwargs)
 
 
 def last_hidden(net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
@@ -278,22 +268,16 @@ class LlaraModel(nn.Module):
         cls,
         path: str | Path,
         *,
-        layout: PromptLayout | None = None,
         head: bool = False,
         dtype: torch.dtype | None = None,
         attn_implementation: str = "sdpa",
         allow_untrained_slots: bool = False,
         **layout_overrides: Any,
     ) -> LlaraModel:
-        """Load ``path``. The layout is the checkpoint's ``llara_prompt.json`` (else the defaults),
-        then ``layout`` / ``layout_overrides`` (e.g. ``style="paper"``) replace it, with a warning for
-        every value that disagrees with the checkpoint."""
-        saved = PromptLayout.read(path)
-        warn = Path(path, LAYOUT_FILE) if saved is not None else None  # disagreeing with a checkpoint warns
-        if layout is not None:
-            layout = (saved or layout).override(warn, **asdict(layout))
-        layout = (layout or saved or PromptLayout()).override(warn, **layout_overrides)
-        layout.check_trained(path, allow_untrained_slots)
+        """Load ``path``. The layout is :meth:`PromptLayout.resolve`'s: the checkpoint's
+        ``llara_prompt.json`` (else the defaults), then ``layout_overrides`` (e.g. ``style="paper"``;
+        None keeps the checkpoint's), with a warning for every value that disagrees with the file."""
+        layout = PromptLayout.resolve(path, allow_untrained_slots=allow_untrained_slots, **layout_overrides)
         tokenizer = load_tokenizer(path, layout.style, allow_untrained_slots)
         model = load_module(path, head=head, dtype=dtype, attn_implementation=attn_implementation)
         resize_for_tokenizer(model, tokenizer)
@@ -325,11 +309,11 @@ class LlaraModel(nn.Module):
     def suffix_len(self, kind: str) -> int:
         return self.prompter.suffix_len(kind)
 
-    def slot_columns(self, width: int, kind: str, joint: bool) -> Tensor:
-        """Columns of ``kind``'s slots in a left-padded row of ``width``: the last ``n_slots`` before
-        the row's end, or, for EBAE in a joint row, before the EBAR suffix. (S,)"""
-        end = width - (self.suffix_len("ebar") if joint and kind == "ebae" else 0)
-        return torch.arange(end - self.n_slots, end)
+    def row_geometry(self, width: int, kinds: tuple[str, ...]) -> JointGeometry:
+        """The columns of a left-padded row of ``width`` that ends with the suffixes of ``kinds`` (one
+        prompt, or both: EBAE then EBAR)."""
+        lens = {k: self.suffix_len(k) if k in kinds else 0 for k in KINDS}
+        return JointGeometry(width, lens["ebae"], lens["ebar"])
 
     # ---- batches ------------------------------------------------------------------------------------
     def prompt_batch(
@@ -357,17 +341,21 @@ class LlaraModel(nn.Module):
         off the text, and ``{kind}_targets`` (B, K) padded with -1."""
         p, kinds = self.prompter, target_kinds(variant)
         if not kinds:
-            raise ValueError("variant 'none' has no adaptation loss")
-        if variant == "joint":
+            raise ValueError(f"variant {variant!r} trains nothing: it has no adaptation loss")
+        if len(kinds) == 2:  # both halves in one pass (docs/method.md §3)
             ids = [p.build_joint(r["input"], max_length) for r in rows]
             batch = joint_layout(
                 ids, p.suffix_len("ebae"), p.suffix_len("ebar"), p.tokenizer.pad_token_id, pad_to_multiple_of
             )
         else:
-            ids = [p.build(r["input"], variant, max_length) for r in rows]
+            (kind,) = kinds
+            ids = [p.build(r["input"], kind, max_length) for r in rows]
             batch = self._pad(ids, pad_to_multiple_of)
-        head, tail = len(p.prefix_ids), sum(p.suffix_len(k) for k in kinds)
-        labels = [[-100] * head + r[head : len(r) - tail] + [-100] * tail for r in ids]
+        head = len(p.prefix_ids)
+        ends = [self.row_geometry(len(r), kinds).text_end for r in ids]  # text end of each unpadded row
+        labels = [
+            [-100] * head + r[head:end] + [-100] * (len(r) - end) for r, end in zip(ids, ends, strict=True)
+        ]
         batch["lm_labels"] = left_pad(labels, -100, pad_to_multiple_of)["input_ids"]  # (B, T)
         for kind in kinds:
             texts = [r[TARGET_FIELD[kind]] for r in rows]
@@ -385,12 +373,12 @@ class LlaraModel(nn.Module):
         self,
         batch: dict[str, Tensor],
         *,
-        bow_scale: float = 0.1,
+        bow_scale: float = grid.BOW_SCALE,
         lm_weight: float = 1.0,
         lm_chunk_size: int | None = 256,
         net: nn.Module | None = None,
     ) -> AdaptOutput:
-        """EBAE/EBAR bag-of-words parts + ``lm_weight`` x next-token loss on T (notes §4).
+        """EBAE/EBAR bag-of-words parts + ``lm_weight`` x next-token loss on T (docs/method.md §4).
 
         The variant is read off the batch (which ``*_targets`` it holds). Logits are taken at the slot
         columns only; the LM term goes from the hidden states of the labelled positions straight to a
@@ -402,16 +390,16 @@ class LlaraModel(nn.Module):
         ids = batch["input_ids"]  # (B, T)
         width = ids.shape[1]
         kinds = tuple(k for k in KINDS if f"{k}_targets" in batch)
-        joint = len(kinds) == 2
+        geo = self.row_geometry(width, kinds)
         mask = batch["attention_mask"]
-        if joint and mask.dim() == 2:  # dense 4-D mask in the compute dtype, or a flex-attention BlockMask
+        if len(kinds) == 2 and mask.dim() == 2:  # dense 4-D mask in the compute dtype, or a BlockMask
             attn = getattr(self.model.config, "_attn_implementation", "sdpa")
             dtype = compute_dtype(self.model, ids.device.type)
-            mask = joint_mask_for(attn, mask, self.suffix_len("ebae"), self.suffix_len("ebar"), dtype)
-        slots = [self.slot_columns(width, k, joint) for k in kinds]
+            mask = joint_mask_for(attn, mask, geo.ebae_len, geo.ebar_len, dtype)
+        slots = [geo.slot_columns(k, self.n_slots) for k in kinds]
         head_weight = self.model.get_output_embeddings().weight
         chunked = lm_weight > 0 and lm_chunk_size is not None and head_weight.numel() > 0
-        text_end = width - sum(self.suffix_len(k) for k in kinds)
+        text_end = geo.text_end
         keep = torch.cat(([torch.arange(text_end)] if lm_weight > 0 and not chunked else []) + slots)
         out = net(
             input_ids=ids,
@@ -456,6 +444,12 @@ class LlaraModel(nn.Module):
         hidden = last_hidden(net if net is not None else self.model, batch)  # (B, T, H)
         return pool(hidden, self.n_slots, normalize=normalize)
 
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str], kind: str, max_length: int) -> Tensor:
+        """One batch of texts -> (N, H) float32 embeddings under prompt ``kind`` (on the model's device)."""
+        batch = self.prompt_batch(texts, kind, max_length)
+        return self.embed({k: v.to(self.device) for k, v in batch.items()}).float()
+
     def contrastive_loss(
         self,
         queries: dict[str, Tensor],
@@ -482,7 +476,7 @@ class LlaraModel(nn.Module):
         come from the layout) or a prompt kind (``ebae`` / ``ebar``, then give ``max_length``)."""
         if role in ("query", "passage"):
             kind = self.layout.prompt_for(role)
-            max_length = max_length or getattr(self.layout, f"{role}_max_length")
+            max_length = max_length or self.layout.max_length_for(role)
         else:
             kind = check_choice(role, KINDS + ("query", "passage"), "role")
             if max_length is None:
@@ -493,7 +487,6 @@ class LlaraModel(nn.Module):
         out = torch.empty(len(texts), self.model.config.hidden_size)
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.prompt_batch([texts[i] for i in idx], kind, max_length)
-            out[idx] = self.embed({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
+            out[idx] = self.embed_texts([texts[i] for i in idx], kind, max_length).cpu()
         self.model.train(was_training)
         return out

@@ -1,9 +1,10 @@
 """The one pooling function, used by adaptation, fine-tuning and encoding alike.
 
-Rows are left padded (llara-method.md section 2), so the embedding slots of every row are the last
+Rows are left padded (docs/method.md §2), so the embedding slots of every row are the last
 ``n_slots`` positions, or, in the joint pass, the ``n_slots`` positions that end ``end_offset``
-before the row's end. Released style: mean of the final hidden states (after the final norm) at the
-8 slots, L2-normalised. Paper style: ``n_slots=1``, the last token.
+(the EBAR suffix) before the row's end; the columns come from :class:`llara.masks.JointGeometry`.
+Released style: mean of the final hidden states (after the final norm) at the 8 slots,
+L2-normalised. Paper style: ``n_slots=1``, the last token.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from llara.masks import JointGeometry
+
 
 def slot_positions(width: int, n_slots: int, end_offset: int = 0) -> torch.Tensor:
     """Column indices of the slots: ``[width - end_offset - n_slots, width - end_offset)``. (S,)"""
-    end = width - end_offset
-    if n_slots < 1 or end - n_slots < 0:
+    if end_offset < 0 or end_offset > width:
         raise ValueError(f"no room for {n_slots} slots ending {end_offset} before a row of {width}")
-    return torch.arange(end - n_slots, end)
+    # the slots before a suffix of ``end_offset`` columns: the EBAE slots of a joint row
+    return JointGeometry(width, ebar_len=end_offset).slot_columns("ebae", n_slots)
 
 
 def slot_states(hidden: torch.Tensor, n_slots: int, end_offset: int = 0) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The one place where LLaRA prompts and embedding-slot tokens are defined.
 
-Two prompt styles (llara-method.md section 2), a grid axis:
+Two prompt styles (docs/method.md §2), a grid axis:
 
 ``released``  what the BAAI checkpoints were trained with (FlagEmbedding ``research/LLARA``):
     16 added special tokens ``<s1>``..``<s16>``;
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-PROMPT_STYLES = ("paper", "released")
-KINDS = ("ebae", "ebar")
+from llara.grid import KINDS, N_SLOTS, PROMPT_STYLES
+
 SLOT_TOKENS = tuple(f"<s{i}>" for i in range(1, 17))  # released style: <s1>..<s8> EBAE, <s9>..<s16> EBAR
 
 
@@ -43,12 +43,12 @@ TEMPLATES: dict[str, PromptTemplate] = {
             "ebae": '", summarize the above passage within eight words: ' + "".join(SLOT_TOKENS[:8]),
             "ebar": '", predict the following passage within eight words: ' + "".join(SLOT_TOKENS[8:]),
         },
-        n_slots=8,
+        n_slots=N_SLOTS["released"],
     ),
     "paper": PromptTemplate(
         prefix="",
         suffix={"ebae": " The original sentence: {eos}", "ebar": " The next sentence: {eos}"},
-        n_slots=1,
+        n_slots=N_SLOTS["paper"],
     ),
 }
 
@@ -69,7 +69,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, style: str) -> int:
     """Make ``tokenizer`` ready for ``style``: slot tokens added (released), a pad token, left padding.
 
     Returns the number of tokens added to the vocabulary (resize the model's embeddings if > 0,
-    see :func:`llara.modeling.resize_for_tokenizer`). Idempotent: a tokenizer that already holds the
+    see :func:`llara.model.resize_for_tokenizer`). Idempotent: a tokenizer that already holds the
     slot tokens (a released BAAI checkpoint) gets nothing added.
     """
     check_style(style)
@@ -86,7 +86,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, style: str) -> int:
         if fallback is None:
             raise ValueError("tokenizer has no pad, unk or eos token to pad with; set tokenizer.pad_token")
         tokenizer.pad_token = fallback
-    tokenizer.padding_side = "left"  # slots must sit at the end of every row (method notes section 2)
+    tokenizer.padding_side = "left"  # slots must sit at the end of every row (docs/method.md §2)
     return added
 
 
@@ -101,9 +101,6 @@ class Prompter:
         bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
         self.prefix_ids: list[int] = bos + self._tokens(self.template.prefix)
         self.suffix_ids: dict[str, list[int]] = {k: self._suffix(k) for k in KINDS}
-        self.special_ids: frozenset[int] = frozenset(tokenizer.all_special_ids) | {
-            tokenizer.convert_tokens_to_ids(t) for t in SLOT_TOKENS if t in tokenizer.get_vocab()
-        }
 
     def _tokens(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -145,14 +142,6 @@ class Prompter:
         budget = max_length - len(self.prefix_ids) - self.suffix_len("ebae") - self.suffix_len("ebar")
         return (
             self.prefix_ids + self.text_ids(text, budget) + self.suffix_ids["ebae"] + self.suffix_ids["ebar"]
-        )
-
-    def batch(
-        self, texts: list[str], kind: str, max_length: int, pad_to_multiple_of: int | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Left-padded ``input_ids`` and ``attention_mask`` (B, T) for ``texts`` under prompt ``kind``."""
-        return left_pad(
-            [self.build(t, kind, max_length) for t in texts], self.tokenizer.pad_token_id, pad_to_multiple_of
         )
 
 

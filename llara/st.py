@@ -41,6 +41,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,9 @@ import torch
 from sentence_transformers.base.modules.input_module import InputModule
 
 from llara.grid import KINDS, PROMPT_STYLES, check_choice
-from llara.io import DataError, make_shareable_dir
-from llara.model import LAYOUT_FILE, LlaraModel, PromptLayout, adapter_base_path, layout_flags, load_tokenizer
+from llara.io import BAD_INPUT, DataError, cli_main, make_shareable_dir
+from llara.layout import PromptLayout, layout_flags
+from llara.model import LlaraModel, adapter_base_path, load_tokenizer
 
 ST_CONFIG_FILE = "llara_st.json"
 ROLES = ("query", "passage")
@@ -118,8 +120,7 @@ class LlaraSTModule(InputModule):
             raise TypeError(f"a LLaRA model embeds single texts, got {type(bad).__name__}")
         role = self.role(task)
         texts = [prompt + t for t in inputs] if prompt else list(inputs)
-        kind = self.layout.prompt_for(role)
-        return self.llara.prompt_batch(texts, kind, getattr(self.layout, f"{role}_max_length"))
+        return self.llara.prompt_batch(texts, self.layout.prompt_for(role), self.layout.max_length_for(role))
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         batch = {k: features[k] for k in ("input_ids", "attention_mask", "position_ids")}
@@ -169,12 +170,13 @@ class LlaraSTModule(InputModule):
             dtype = stored_dtype(source)
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
+        in_use = PromptLayout.read(folder)  # the layout in use (a referenced checkpoint may say otherwise)
         llara = LlaraModel.from_pretrained(
             source,
-            layout=PromptLayout.read(folder),  # the layout in use (a referenced checkpoint may say otherwise)
             dtype=dtype,
             attn_implementation=model_kwargs.get("attn_implementation", "sdpa"),
             allow_untrained_slots=config.get("allow_untrained_slots", False),
+            **(asdict(in_use) if in_use is not None else {}),
         )
         module = cls(
             llara.eval(),
@@ -222,9 +224,7 @@ def build(
 def checked_layout(checkpoint: Path, allow_untrained_slots: bool = False, **overrides: Any) -> PromptLayout:
     """The layout ``LlaraModel.from_pretrained(checkpoint, **overrides)`` would use, with its checks
     (trained slots, slot tokens in the tokenizer), without loading the weights."""
-    saved = PromptLayout.read(checkpoint)
-    layout = (saved or PromptLayout()).override(Path(checkpoint, LAYOUT_FILE) if saved else None, **overrides)
-    layout.check_trained(checkpoint, allow_untrained_slots)
+    layout = PromptLayout.resolve(checkpoint, allow_untrained_slots=allow_untrained_slots, **overrides)
     load_tokenizer(checkpoint, layout.style, allow_untrained_slots)
     return layout
 
@@ -469,6 +469,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -483,13 +484,17 @@ def main(argv: list[str] | None = None) -> int:
             allow_untrained_slots=args.allow_untrained_slots,
             **layout_flags(args),
         )
-    except (DataError, ValueError) as exc:
+    except ValueError as exc:  # a DataError, or a bad value (a prompt whose slots were never trained)
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     layout = PromptLayout.read(out)
     print(f"{out}: SentenceTransformer of {args.model} ({layout}); load with trust_remote_code=True")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's module, not this __main__ copy: the exported modules.json names the module
+    # class by its module (llara.st.LlaraSTModule, which SentenceTransformer can import)
+    from llara.st import main as _main
+
+    sys.exit(_main())

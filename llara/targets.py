@@ -1,4 +1,4 @@
-"""Bag-of-words targets for the EBAE / EBAR losses (llara-method.md section 4, step 3).
+"""Bag-of-words targets for the EBAE / EBAR losses (docs/method.md §4, step 3).
 
 As the official code (``pretrain/data.py`` and ``PreLlamaModel.forward``, commit 7ed43d6):
 

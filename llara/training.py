@@ -4,7 +4,10 @@
   ``<out>`` only when complete, so an interrupted run is never taken for a finished one, and a rerun
   resumes from the last checkpoint in ``<out>.partial/``;
 * the resolved configuration is written beside every artifact (``llara_config.json``);
-* each loss part (``bow_ebae``, ``bow_ebar``, ``lm``...) is logged beside the total loss.
+* each loss part (``bow_ebae``, ``bow_ebar``, ``lm``...) is logged beside the total loss;
+* the command line is checked before anything loads: a bad value of a stage's own arguments, a step
+  count that trains nothing (``--max_steps 0``, ``--num_train_epochs 0``) are one ``error:`` line and
+  exit status 2 (:data:`llara.io.BAD_INPUT`); a run that trained 0 steps writes no model.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from llara.io import atomic_write_json, code_version, jsonable
+from llara.io import BAD_INPUT, DataError, atomic_write_json, code_version, jsonable
 
 CONFIG_NAME = "llara_config.json"
 log = logging.getLogger("llara.training")
@@ -121,14 +125,33 @@ class PartsLoggingTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+def check_steps(args: TrainingArguments) -> None:
+    """A step count that trains something: ``max_steps`` > 0, or -1 with ``num_train_epochs`` > 0
+    (the Trainer takes ``--max_steps 0`` as "train the epochs" and ``--num_train_epochs 0`` as none)."""
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(
+            f"--max_steps must be a positive number of steps, or -1 to train --num_train_epochs epochs; "
+            f"got {args.max_steps}"
+        )
+    if args.max_steps == -1 and not args.num_train_epochs > 0:
+        raise ValueError(
+            f"--num_train_epochs must be > 0 when --max_steps is -1 (its default); got {args.num_train_epochs}"
+        )
+
+
 def parse_stage_args(stage_class: type, argv: list[str] | None) -> tuple[Any, TrainingArguments]:
-    """The stage's own dataclass and ``TrainingArguments`` from the command line (unknown flags fail)."""
+    """The stage's own dataclass and ``TrainingArguments`` from the command line. Unknown flags fail
+    as argparse does; a bad value (a dataclass's ``__post_init__`` check, a step count that trains
+    nothing) prints one ``error:`` line and exits with :data:`llara.io.BAD_INPUT`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = HfArgumentParser((stage_class, TrainingArguments))
     try:
-        return tuple(parser.parse_args_into_dataclasses(args=argv))
-    except ValueError as err:  # a dataclass __post_init__ check: show it as a usage error
-        parser.error(str(err))
+        stage_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        check_steps(training_args)
+    except ValueError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        raise SystemExit(BAD_INPUT) from None
+    return stage_args, training_args
 
 
 def wrap_lora(
@@ -158,6 +181,20 @@ def wrap_lora(
         trainable_token_indices=(slots or None) if train_slot_embeddings else None,
     )
     return get_peft_model(model, config)
+
+
+def lora_wrapper(
+    task_type: str, *, r: int, alpha: int, dropout: float, targets: list[str], train_slot_embeddings: bool
+) -> Callable[[Any], Any]:
+    """The ``lora`` of :func:`run_stage`: a :class:`llara.model.LlaraModel` -> its stock module with
+    LoRA adapters (:func:`wrap_lora`)."""
+
+    def lora(llara: Any) -> Any:
+        return wrap_lora(
+            llara.model, llara.tokenizer, task_type, r, alpha, dropout, targets, train_slot_embeddings
+        )
+
+    return lora
 
 
 # ---- the one driver of the two training stages ----------------------------------------------------
@@ -231,6 +268,12 @@ def run_stage(
         loss_fn=stage_plan.loss_fn,
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
+    if trainer.state.global_step == 0:  # e.g. fewer rows than one batch with --dataloader_drop_last
+        raise DataError(
+            f"{output}: {stage} trained 0 steps on {len(stage_plan.dataset)} rows (per-device batch "
+            f"{training_args.per_device_train_batch_size}); no model is written: give more rows, a "
+            "smaller batch, or drop --dataloader_drop_last"
+        )
     if lora is not None and merge_lora:
         trainer.model = trainer.model.merge_and_unload()  # downstream stages read a plain HF model
     trainer.save_model(str(final))  # all ranks take part (DeepSpeed gathers)

@@ -1,8 +1,12 @@
-"""Adaptation stage end to end on a tiny model: variants, outputs, resume, bad input."""
+"""Adaptation stage end to end on a tiny model: variants, outputs, resume, bad input (in process and
+through ``python -m llara.adapt``: exit status 2, one ``error:`` line, no traceback)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -33,6 +37,24 @@ COMMON = [
     "1e-3",
     "--use_cpu",
 ]
+
+
+def run_cli(stage: str, *args) -> subprocess.CompletedProcess:
+    """``python -m llara.<stage> ARGS`` in a fresh interpreter (offline), its output captured."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", f"llara.{stage}", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+def one_line_error(done: subprocess.CompletedProcess, *names) -> str:
+    """The CLI exited with status 2 (bad input), no traceback, one ``error:`` line naming ``names``."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    for name in names:
+        assert str(name) in errors[0], errors[0]
+    return errors[0]
 
 
 def run(tiny_model_dir, train, out, *extra):
@@ -150,8 +172,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
         return original(self, *a, **k)
 
     monkeypatch.setattr(training.LlaraTrainer, "training_step", crash_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_model_dir, train, tmp_path / "resumed", *args)
+    assert run(tiny_model_dir, train, tmp_path / "resumed", *args) == 130  # the CLI's status for Ctrl-C
     assert not (tmp_path / "resumed").exists()  # nothing final after an interruption
     assert (tmp_path / "resumed.partial" / "checkpoints" / "checkpoint-2").is_dir()
     calls["n"] = 10  # count the steps of the rerun from here: it must only run steps 3 and 4
@@ -182,20 +203,96 @@ def test_checkpoints_of_another_config_are_not_resumed(tiny_model_dir, tmp_path,
     assert json.loads((tmp_path / "out" / "llara_config.json").read_text())["global_step"] == 1
 
 
-def test_bad_inputs_name_file_line_and_field(tiny_model_dir, tmp_path):
+def test_bad_inputs_name_file_line_and_field(tiny_model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "output_summarize": "a", "output_predict": "b"}\n{"input": "x", oops}\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSON"):
-        run(tiny_model_dir, bad, tmp_path / "o", "--variant", "joint", "--max_steps", "1")
+    assert run(tiny_model_dir, bad, tmp_path / "o", "--variant", "joint", "--max_steps", "1") == 2
+    assert f"error: {bad}:2: malformed JSON" in capsys.readouterr().err
     missing = write_jsonl(tmp_path / "missing.jsonl", [{"input": "a", "output_summarize": "b"}])
-    with pytest.raises(RowError, match=r"missing.jsonl:1: row has no field 'output_predict'"):
-        run(tiny_model_dir, missing, tmp_path / "o", "--variant", "ebar", "--max_steps", "1")
+    assert run(tiny_model_dir, missing, tmp_path / "o", "--variant", "ebar", "--max_steps", "1") == 2
+    assert f"error: {missing}:1: row has no field 'output_predict'" in capsys.readouterr().err
     # ebae needs no output_predict: the same file is fine for it
-    run(tiny_model_dir, missing, tmp_path / "ok", "--variant", "ebae", "--max_steps", "1")
+    assert run(tiny_model_dir, missing, tmp_path / "ok", "--variant", "ebae", "--max_steps", "1") == 0
+    # the errors are DataErrors (a RowError is one), which the CLI wrapper turns into that line
+    from llara.rows import PRETRAIN_FIELDS, validate_jsonl
+
+    with pytest.raises(RowError, match="row has no field 'output_predict'"):
+        validate_jsonl(missing, PRETRAIN_FIELDS)
+    with pytest.raises(DataError, match="malformed JSON"):
+        validate_jsonl(bad, PRETRAIN_FIELDS)
+
+
+@pytest.mark.parametrize("case", ["truncated last line", "empty file", "max_steps 0"])
+def test_cli_bad_input_is_one_line_and_exit_status_2(tiny_model_dir, tmp_path, case):
+    rows = "".join(json.dumps(r) + "\n" for r in pretrain_rows(2))
+    train = tmp_path / "pairs.jsonl"
+    train.write_text({"truncated last line": rows + rows[:40], "empty file": ""}.get(case, rows))
+    steps = "0" if case == "max_steps 0" else "1"
+    args = ["--model_name_or_path", tiny_model_dir, "--train_file", train, "--output_dir", tmp_path / "out"]
+    done = run_cli("adapt", *args, "--variant", "joint", "--max_steps", steps, *COMMON)
+    if case == "max_steps 0":
+        one_line_error(done, "--max_steps must be a positive number of steps, or -1", "got 0")
+    else:
+        one_line_error(
+            done, train, "malformed JSON" if case == "truncated last line" else "the file is empty"
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max_steps", "-2"], "--max_steps must be a positive number of steps, or -1 to train"),
+        (["--num_train_epochs", "0"], "--num_train_epochs must be > 0 when --max_steps is -1"),
+    ],
+)
+def test_step_counts_that_train_nothing_are_refused(tiny_model_dir, tmp_path, capsys, flags, message):
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(2))
+    with pytest.raises(SystemExit) as exit_:
+        run(tiny_model_dir, train, tmp_path / "out", "--variant", "joint", *flags)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {message}") and not any("usage:" in line for line in err)
+
+
+def test_a_run_that_trains_zero_steps_writes_no_model(tiny_model_dir, tmp_path, capsys):
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(2))  # fewer rows than one batch ...
+    out = tmp_path / "out"
+    extra = ["--dataloader_drop_last", "--per_device_train_batch_size", "4"]  # ... and that batch dropped
+    assert run(tiny_model_dir, train, out, "--variant", "ebae", "--max_steps", "1", *extra) == 2
+    assert f"error: {out}: adapt trained 0 steps on 2 rows" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_empty_training_texts_are_warned_and_a_mostly_empty_file_refused(tmp_path):
+    from llara.io import DataWarning
+    from llara.rows import FINETUNE_FIELDS, PRETRAIN_FIELDS, validate_jsonl
+
+    rows = pretrain_rows(5)
+    rows[1]["input"] = ""
+    rows[3]["input"] = "  "
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    with pytest.warns(
+        DataWarning, match=r"pairs.jsonl: 2 of 5 rows have an empty text \('input'; lines 2, 4\)"
+    ):
+        assert validate_jsonl(path, PRETRAIN_FIELDS) == 5
+    rows[0]["input"] = ""
+    with pytest.raises(
+        RowError, match=r"pairs.jsonl: 3 of 5 rows have an empty text .*lines 1, 2, 4.*mostly"
+    ):
+        validate_jsonl(write_jsonl(path, rows), PRETRAIN_FIELDS)
+    ft = [
+        {"query": "", "pos": ["p"], "neg": []},
+        {"query": "q", "pos": ["p", ""], "neg": []},
+        {"query": "q", "pos": ["p"], "neg": [""]},  # an empty negative is not a training text
+        {"query": "q", "pos": ["p"], "neg": []},
+    ]
+    with pytest.warns(DataWarning, match=r"2 of 4 rows have an empty text \('query', 'pos'; lines 1, 2\)"):
+        validate_jsonl(write_jsonl(tmp_path / "ft.jsonl", ft), FINETUNE_FIELDS)
 
 
 def test_unknown_variant_lists_valid_ones(tiny_model_dir, tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="2"):
         main(
             [
                 "--model_name_or_path",

@@ -119,14 +119,38 @@ def test_hf_encoder_unnormalised_prefix_and_query_length(tiny_bert_dir):
     assert enc.encode_corpus([]).shape == (0, 32)
 
 
+def specials_only_tokenizer():
+    """A tokenizer that knows no word: every text is [UNK]."""
+    return BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])})
+
+
+def test_hf_encoder_refuses_a_folder_without_a_usable_tokenizer(tiny_bert_dir, tmp_path):
+    """Without tokenizer files transformers builds an empty tokenizer (every word [UNK]): refused,
+    naming the folder, as is a tokenizer that cannot encode ordinary text and a missing folder."""
+    import shutil
+
+    no_tok = tmp_path / "no-tok"
+    shutil.copytree(tiny_bert_dir, no_tok)
+    for f in no_tok.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            f.unlink()
+    with pytest.raises(DataError, match=f"{no_tok}: no tokenizer files"):
+        HFEncoder(no_tok, progress=False)
+    specials_only_tokenizer().save_pretrained(no_tok)
+    with pytest.raises(DataError, match=f"{no_tok}: the tokenizer cannot encode ordinary text"):
+        HFEncoder(no_tok, progress=False)
+    with pytest.raises(DataError, match=f"{tmp_path / 'nope'}: no such model folder"):
+        HFEncoder(tmp_path / "nope", progress=False)
+
+
 class FakeEmbedder:
-    """Same interface as llara.modeling.LlaraEmbedder: embed(texts, kind, max_length), tokenizer."""
+    """What LlaraEncoder uses of a llara.model.LlaraModel: embed_texts(texts, kind, max_length), tokenizer."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.calls: list[tuple[list[int], str, int]] = []
 
-    def embed(self, texts, kind, max_length):
+    def embed_texts(self, texts, kind, max_length):
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         self.calls.append(([min(len(x), max_length) for x in ids], kind, max_length))
         vecs = torch.tensor([[float(len(x[:max_length])), 1.0 if kind == "ebar" else -1.0, 1.0] for x in ids])
@@ -144,27 +168,28 @@ def test_llara_encoder_prompts_order_and_lengths(tiny_bert_dir):
     q = enc.encode_queries(texts)
     p = enc.encode_corpus(texts)
     expected_len = [min(len(x), 8) for x in tok(texts, add_special_tokens=False)["input_ids"]]
-    np.testing.assert_allclose(q, fake.embed(texts, "ebar", 8).numpy(), atol=1e-6)  # input order
-    np.testing.assert_allclose(p, fake.embed(texts, "ebae", 20).numpy(), atol=1e-6)
+    np.testing.assert_allclose(q, fake.embed_texts(texts, "ebar", 8).numpy(), atol=1e-6)  # input order
+    np.testing.assert_allclose(p, fake.embed_texts(texts, "ebae", 20).numpy(), atol=1e-6)
     assert [c[1:] for c in fake.calls[:3]] == [("ebar", 8)] * 3 and fake.calls[3][1:] == ("ebae", 20)
     assert fake.calls[0][0] == sorted(expected_len, reverse=True)[:4]  # longest first
     swapped = LlaraEncoder(fake, query_prompt="ebae", passage_prompt="ebar", progress=False)
     assert (swapped.encode_queries(texts[:2])[:, 1] < 0).all()
-    with pytest.raises(ValueError, match="query_prompt must be one of 'ebae', 'ebar' or None"):
+    with pytest.raises(ValueError, match="unknown query prompt 'query'; valid: ebae, ebar"):
         LlaraEncoder(fake, query_prompt="query", passage_prompt="ebae")
 
 
 def test_llara_encoder_with_real_embedder_matches_one_by_one(tokenizer_dirs):
-    """The lead's LlaraEmbedder on a tiny Llama: sorted batches (left padding) == one text at a time."""
+    """A LlaraModel on a tiny Llama: sorted batches (left padding) == one text at a time."""
     from conftest import load_tokenizer, tiny_model
 
-    from llara import modeling
+    from llara.layout import PromptLayout
+    from llara.model import LlaraModel
     from llara.prompts import prepare_tokenizer
 
     tok = load_tokenizer(tokenizer_dirs, "llama")
     prepare_tokenizer(tok, "released")
     backbone = tiny_model("llama", len(tok)).model
-    emb = modeling.LlaraEmbedder(backbone, tok, "released")
+    emb = LlaraModel(backbone.eval(), tok, PromptLayout())
     texts = texts_of(9, seed=3)
     kinds = {"query_prompt": "ebar", "passage_prompt": "ebae"}
     batched = LlaraEncoder(emb, **kinds, batch_size=4, passage_max_length=24, progress=False).encode_corpus(
@@ -177,55 +202,60 @@ def test_llara_encoder_with_real_embedder_matches_one_by_one(tokenizer_dirs):
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
 
 
-class RecordingEmbedder(FakeEmbedder):
-    """Stands in for LlaraEmbedder.from_pretrained: records its arguments."""
+class RecordingModel(FakeEmbedder):
+    """Stands in for LlaraModel.from_pretrained: records its arguments; its layout is resolved as
+    LlaraModel.from_pretrained resolves it (the checkpoint's file, then the arguments not None)."""
 
     calls: list[dict] = []
 
     @classmethod
-    def from_pretrained(cls, path, **kwargs):
-        cls.calls.append({"path": path, **kwargs})
-        return cls(BertTokenizer.from_pretrained(path))
+    def from_pretrained(cls, path, dtype=None, **overrides):
+        from llara.layout import PromptLayout
+
+        cls.calls.append({"path": path, **overrides})
+        fake = cls(BertTokenizer.from_pretrained(path))
+        fake.layout = PromptLayout.resolve(path, allow_untrained_slots=False, **overrides)
+        fake.model = torch.nn.Linear(1, 1)  # what the encoder moves to its device
+        return fake
 
 
-def test_llara_prompt_style_none_is_passed_to_the_embedder(tiny_bert_dir, monkeypatch):
-    """Without a style, LlaraEmbedder.from_pretrained gets prompt_style=None (it reads the checkpoint's);
-    a given style is passed as it is."""
-    from llara import modeling
+def test_llara_prompt_style_none_is_passed_to_the_model(tiny_bert_dir, monkeypatch):
+    """Without a style, LlaraModel.from_pretrained gets style=None (it reads the checkpoint's); a given
+    style is passed as it is, and a bad one is refused before the weights load."""
+    from llara import model as model_mod
 
-    monkeypatch.setattr(modeling, "LlaraEmbedder", RecordingEmbedder)
-    RecordingEmbedder.calls.clear()
+    monkeypatch.setattr(model_mod, "LlaraModel", RecordingModel)
+    RecordingModel.calls.clear()
     kinds = {"query_prompt": "ebar", "passage_prompt": "ebae"}
-    assert LlaraEncoder(tiny_bert_dir, **kinds, progress=False).prompt_style is None
+    assert LlaraEncoder(tiny_bert_dir, **kinds, progress=False).settings["prompt_style"] == "released"
     LlaraEncoder(tiny_bert_dir, prompt_style="paper", **kinds, progress=False)
-    assert [c["prompt_style"] for c in RecordingEmbedder.calls] == [None, "paper"]
-    assert RecordingEmbedder.calls[0]["path"] == str(tiny_bert_dir)
+    assert [c["style"] for c in RecordingModel.calls] == [None, "paper"]
+    assert str(RecordingModel.calls[0]["path"]) == str(tiny_bert_dir)
+    monkeypatch.undo()  # the real one: the style is checked with the layout, before any weight loads
     with pytest.raises(ValueError, match="unknown prompt style 'fancy'"):
         LlaraEncoder(tiny_bert_dir, prompt_style="fancy", **kinds)
 
 
 def test_llara_cli_defaults_come_from_the_checkpoint(tmp_path, tiny_bert_dir, monkeypatch, capsys):
-    """No --prompt-style / --query-prompt / --passage-prompt: style None goes to from_pretrained, the
-    prompts come from llara_prompt.json; a checkpoint without them is an error naming the fix."""
+    """No --prompt-style / --query-prompt / --passage-prompt: None goes to from_pretrained, the prompts
+    come from llara_prompt.json; what a checkpoint does not record is the released code's (EBAR
+    queries, EBAE passages, 64 / 160 tokens)."""
     import shutil
 
-    from llara import modeling
+    from llara import model as model_mod
 
-    monkeypatch.setattr(modeling, "LlaraEmbedder", RecordingEmbedder)
-    RecordingEmbedder.calls.clear()
+    monkeypatch.setattr(model_mod, "LlaraModel", RecordingModel)
+    RecordingModel.calls.clear()
     model = tmp_path / "ckpt"
     shutil.copytree(tiny_bert_dir, model)
     beir_dir = write_beir(tmp_path / "beir")
     argv = ["--encoder", "llara", "--model", str(model), "--beir-dir", str(beir_dir), "--no-progress"]
-    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "none")]) == 1
-    err = capsys.readouterr().err
-    assert (
-        f"{model / 'llara_prompt.json'}: the checkpoint does not record query_prompt or passage_prompt" in err
-    )
-    assert "pass --query-prompt ebae|ebar and --passage-prompt ebae|ebar" in err
+    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "none")]) == 0
+    meta = json.loads(shard_paths(tmp_path / "none", "queries", 0, 1)["meta"].read_text())
+    assert (meta["encoder"]["query_prompt"], meta["encoder"]["passage_prompt"]) == ("ebar", "ebae")
     (model / "llara_prompt.json").write_text(json.dumps({"query_prompt": "ebae", "passage_prompt": "ebae"}))
     assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "emb")]) == 0
-    assert RecordingEmbedder.calls[-1]["prompt_style"] is None
+    assert RecordingModel.calls[-1]["style"] is None and RecordingModel.calls[-1]["query_prompt"] is None
     meta = json.loads(shard_paths(tmp_path / "emb", "queries", 0, 1)["meta"].read_text())
     assert meta["config"]["prompt_style"] is None and meta["config"]["query_prompt"] is None
     assert meta["encoder"]["query_prompt"] == meta["encoder"]["passage_prompt"] == "ebae"
@@ -238,7 +268,7 @@ def test_llara_cli_defaults_come_from_the_checkpoint(tmp_path, tiny_bert_dir, mo
     (model / "llara_prompt.json").write_text(
         json.dumps({"query_prompt": "summary", "passage_prompt": "ebae"})
     )
-    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "bad")]) == 1
+    assert encode.main([*argv, "--what", "queries", "--output", str(tmp_path / "bad")]) == 2
     assert "unknown query prompt 'summary'; valid: ebae, ebar" in capsys.readouterr().err
 
 
@@ -330,7 +360,7 @@ def test_encode_cli_non_utf8_names_file_line_and_offset(tmp_path, tiny_bert_dir,
         path.write_bytes(b"".join(lines))
         offset = len(lines[0]) + len(lines[1]) + lines[2].index(b"\xc3")
         argv = ["--encoder", "hf", "--model", str(tiny_bert_dir), "--beir-dir", str(beir_dir)]
-        assert encode.main([*argv, "--what", what, "--output", str(tmp_path / "o"), "--no-progress"]) == 1
+        assert encode.main([*argv, "--what", what, "--output", str(tmp_path / "o"), "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert f"{path}:3: not UTF-8: byte 0xc3 at byte offset {offset} of the file" in err, err
         assert "Traceback" not in err
@@ -491,7 +521,7 @@ def test_encode_cli_shards_equal_single_run(tmp_path, tiny_bert_dir, capsys):
     capsys.readouterr()
     assert encode.main([*common, "--what", "corpus", "--output", str(tmp_path / "one"), "--no-progress"]) == 0
     assert "complete, not recomputed" in capsys.readouterr().out
-    assert encode.main([*common, "--what", "queries", "--split", "dev", "--output", str(tmp_path / "x")]) == 1
+    assert encode.main([*common, "--what", "queries", "--split", "dev", "--output", str(tmp_path / "x")]) == 2
     assert "available splits" in capsys.readouterr().err
 
 
@@ -541,17 +571,18 @@ def test_llara_cli_end_to_end_encode_search_score(tmp_path, tokenizer_dirs):
     )  # 11 documents, all retrieved
 
 
-def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path, tokenizer_dirs, capsys):
+def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path, tokenizer_dirs, caplog):
     """A checkpoint whose llara_prompt.json says EBAE for both sides and shorter lengths: encode with no
     prompt or length flags uses them (and records them); a flag overrides with a warning."""
     from conftest import load_tokenizer, tiny_model
 
     from llara import model as model_mod
+    from llara.layout import PromptLayout
     from llara.prompts import prepare_tokenizer
 
     tok = load_tokenizer(tokenizer_dirs, "llama")
     prepare_tokenizer(tok, "released")
-    layout = model_mod.PromptLayout(
+    layout = PromptLayout(
         style="released",
         query_prompt="ebae",
         passage_prompt="ebae",
@@ -570,9 +601,149 @@ def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path,
         "encoder": "llara", "prompt_style": "released", "query_prompt": "ebae", "passage_prompt": "ebae",
         "query_max_length": 96, "passage_max_length": 128, "dtype": None,
     }  # fmt: skip
-    capsys.readouterr()
+    assert "overridden" not in caplog.text
     out = tmp_path / "b"
-    assert encode.main([*argv, "--what", "queries", "--query-prompt", "ebar", "--output", str(out)]) == 0
-    assert "the checkpoint's query_prompt is 'ebae'; using 'ebar' as asked" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="llara.layout"):
+        assert encode.main([*argv, "--what", "queries", "--query-prompt", "ebar", "--output", str(out)]) == 0
+    assert f"{ckpt / 'llara_prompt.json'} says query_prompt='ebae'; overridden with 'ebar'" in caplog.text
     meta = json.loads(shard_paths(out, "queries", 0, 1)["meta"].read_text())
     assert meta["encoder"]["query_prompt"] == "ebar" and meta["encoder"]["passage_prompt"] == "ebae"
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 18: non-finite vectors, changed sources, damaged shards
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_encode_cli_refuses_non_finite_vectors(tmp_path, tiny_bert_dir):
+    """A model with NaN weights: exit 2, one error line naming the shard file and the first bad row,
+    and no shard written (``python -m llara.encode`` in a fresh interpreter, as the workflow runs it)."""
+    import shutil
+    import subprocess
+    import sys
+
+    model = tmp_path / "nan-bert"
+    shutil.copytree(tiny_bert_dir, model)
+    bert = BertModel.from_pretrained(model)
+    with torch.no_grad():
+        bert.embeddings.word_embeddings.weight.fill_(float("nan"))
+    bert.save_pretrained(model)
+    beir_dir = write_beir(tmp_path / "beir")
+    out = tmp_path / "emb"
+    done = subprocess.run(
+        [sys.executable, "-m", "llara.encode", "--encoder", "hf", "--model", str(model), "--beir-dir", str(beir_dir),
+         "--what", "queries", "--output", str(out), "--no-progress", "--device", "cpu"],
+        capture_output=True, text=True, check=False, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    npy = shard_paths(out, "queries", 0, 1)["embeddings"]
+    assert (
+        f"error: {npy}: the encoder produced non-finite values (NaN or inf) for row 0 (id 'q0'" in errors[0]
+    )
+    assert "queries shard 0 of 1" in errors[0] and str(model) in errors[0]
+    assert not shard_paths(out, "queries", 0, 1)["meta"].exists()
+
+
+def test_encode_shard_refuses_non_finite_vectors(tmp_path):
+    class NaNEncoder(CountingEncoder):
+        def encode_corpus(self, texts):
+            vecs = super().encode_corpus(texts)
+            vecs[1, 1] = np.inf
+            return vecs
+
+    with pytest.raises(
+        DataError, match=r"for row 1 \(id 'd', row 3 of all\) of corpus shard 1 of 2; nothing"
+    ):
+        encode_shard(NaNEncoder(), list("abcd"), ["1", "2", "3", "4"], "corpus", tmp_path, 1, 2)
+    assert not shard_paths(tmp_path, "corpus", 1, 2)["meta"].exists()
+
+
+def test_a_changed_source_file_is_recomputed(tmp_path, tiny_bert_dir, capsys):
+    """The marker records the corpus / queries and qrels files (path, size, mtime_ns): a shard whose
+    source changed at the same path is recomputed, and the log says why."""
+    import gzip
+
+    beir_dir = write_beir(tmp_path / "beir")
+    out = tmp_path / "emb"
+    argv = ["--encoder", "hf", "--model", str(tiny_bert_dir), "--beir-dir", str(beir_dir), "--no-progress"]
+    argv += ["--max-length", "32", "--output", str(out)]
+    meta_path = shard_paths(out, "corpus", 0, 1)["meta"]
+    corpus = beir_dir / "corpus.jsonl"
+    assert encode.main([*argv, "--what", "corpus"]) == 0
+    recorded = json.loads(meta_path.read_text())["sources"]
+    st = corpus.stat()
+    assert recorded == {"corpus": {"path": str(corpus), "size": st.st_size, "mtime_ns": st.st_mtime_ns}}
+    assert encode.main([*argv, "--what", "corpus"]) == 0
+    assert "complete, not recomputed" in capsys.readouterr().out
+    # a new document, same path
+    corpus.write_text(corpus.read_text() + json.dumps({"_id": "d11", "title": "", "text": "the nile"}) + "\n")
+    assert encode.main([*argv, "--what", "corpus"]) == 0
+    captured = capsys.readouterr()
+    assert "complete, not recomputed" not in captured.out
+    assert (
+        f"recomputing corpus.shard0000-of-0001.npy: {meta_path}: the shard {corpus} changed since"
+        in captured.err
+    )
+    assert load_embeddings(out, "corpus")[0][-1] == "d11"
+    # the same size, another text: the modification time tells
+    text = corpus.read_text().replace('"the nile"', '"the king"')
+    before = corpus.stat()
+    corpus.write_text(text)
+    os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    assert corpus.stat().st_size == before.st_size
+    assert encode.main([*argv, "--what", "corpus"]) == 0
+    assert "changed since it was made" in capsys.readouterr().err
+    # only corpus.jsonl.gz left: it is read, and recorded
+    with gzip.open(corpus.with_name("corpus.jsonl.gz"), "wt", encoding="utf-8") as fh:
+        fh.write(text)
+    _, before_vecs = load_embeddings(out, "corpus")
+    corpus.unlink()
+    assert encode.main([*argv, "--what", "corpus"]) == 0
+    assert "was made from" in capsys.readouterr().err
+    assert json.loads(meta_path.read_text())["sources"]["corpus"]["path"] == str(corpus) + ".gz"
+    np.testing.assert_array_equal(load_embeddings(out, "corpus")[1], before_vecs)
+    # the queries' shard depends on the qrels of the split too
+    assert encode.main([*argv, "--what", "queries"]) == 0
+    qrels = beir_dir / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text() + "q1\td2\t1\n")
+    capsys.readouterr()
+    assert encode.main([*argv, "--what", "queries"]) == 0
+    assert f"{qrels} changed since" in capsys.readouterr().err
+    assert load_embeddings(out, "queries")[0] == ["q0", "q1", "q2"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "meta not json", "ids short"])
+def test_a_damaged_shard_is_recomputed(tmp_path, damage):
+    ids, texts = ["a", "b", "c"], ["1", "22", "333"]
+    enc = CountingEncoder()
+    encode_shard(enc, ids, texts, "corpus", tmp_path)
+    paths = shard_paths(tmp_path, "corpus", 0, 1)
+    if damage == "truncated":
+        paths["embeddings"].write_bytes(paths["embeddings"].read_bytes()[:-4])
+    elif damage == "meta not json":
+        paths["meta"].write_text("{")
+    else:
+        paths["ids"].write_text('["a"]')
+    meta = encode_shard(enc, ids, texts, "corpus", tmp_path)
+    assert enc.calls == 2 and "skipped" not in meta
+    assert load_embeddings(tmp_path, "corpus")[0] == ids
+
+
+def test_encode_cli_recomputes_a_damaged_shard(tmp_path, tiny_bert_dir, capsys):
+    beir_dir = write_beir(tmp_path / "beir")
+    out = tmp_path / "emb"
+    argv = ["--encoder", "hf", "--model", str(tiny_bert_dir), "--beir-dir", str(beir_dir), "--no-progress"]
+    argv += ["--max-length", "32", "--what", "queries", "--output", str(out)]
+    assert encode.main(argv) == 0
+    _, want = load_embeddings(out, "queries")
+    npy = shard_paths(out, "queries", 0, 1)["embeddings"]
+    npy.write_bytes(npy.read_bytes()[:-8])
+    capsys.readouterr()
+    assert encode.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"recomputing {npy.name}: {npy}: damaged or truncated vectors (mmap length is greater" in err
+    np.testing.assert_allclose(load_embeddings(out, "queries")[1], want, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Fine-tuning stage on a tiny model, and loading a released-checkpoint layout."""
+"""Fine-tuning stage on a tiny model, loading a released-checkpoint layout, and bad input (rows, model
+folders) as one ``error:`` line with exit status 2."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from conftest import load_tokenizer, shared_path, tiny_model, write_jsonl
 from transformers import AutoModel, AutoTokenizer
 
 from llara.finetune import main
-from llara.modeling import LlaraEmbedder
+from llara.model import LlaraModel
 from llara.prompts import SLOT_TOKENS
-from llara.rows import RowError
 
 COMMON = [
     "--per_device_train_batch_size",
@@ -78,10 +78,8 @@ def test_finetune_lora_adapter_loads_for_encoding(slotted_model_dir, tmp_path):
     base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert not base.startswith("/") and (out / base).resolve() == slotted_model_dir.resolve()
     assert any("infonce" in h for h in cfg["log_history"])
-    tuned = LlaraEmbedder.from_pretrained(out, device="cpu").embed(["where is the river city"], "ebar", 32)
-    base = LlaraEmbedder.from_pretrained(slotted_model_dir, device="cpu").embed(
-        ["where is the river city"], "ebar", 32
-    )
+    tuned = LlaraModel.from_pretrained(out).embed_texts(["where is the river city"], "ebar", 32)
+    base = LlaraModel.from_pretrained(slotted_model_dir).embed_texts(["where is the river city"], "ebar", 32)
     assert tuned.shape == base.shape and not torch.allclose(tuned, base)
     torch.testing.assert_close(tuned.norm(dim=-1), torch.ones(1))
 
@@ -126,18 +124,78 @@ def test_official_files_load_as_is(tiny_model_dir, tmp_path, name):
     assert json.loads((out / "llara_config.json").read_text())["rows_used"] >= 10
 
 
-def test_bad_rows_are_named(tiny_model_dir, tmp_path):
+def test_bad_rows_are_named(tiny_model_dir, tmp_path, capsys):
     bad = rows(2)
     bad[1]["pos"] = []
-    with pytest.raises(RowError, match="row 2 has an empty 'pos'"):
-        run(tiny_model_dir, write_jsonl(tmp_path / "a.jsonl", bad), tmp_path / "o", "--max_steps", "1")
+    assert (
+        run(tiny_model_dir, write_jsonl(tmp_path / "a.jsonl", bad), tmp_path / "o", "--max_steps", "1") == 2
+    )
+    assert "a.jsonl: row 2 has an empty 'pos'" in capsys.readouterr().err
     no_neg = rows(2)
     no_neg[0]["neg"] = []
-    with pytest.raises(RowError, match="llara.mine"):
+    assert (
         run(tiny_model_dir, write_jsonl(tmp_path / "b.jsonl", no_neg), tmp_path / "o", "--max_steps", "1")
+        == 2
+    )
+    assert "llara.mine" in capsys.readouterr().err
     wrong = [{"query": "q", "pos": "just a string", "neg": []}]
-    with pytest.raises(RowError, match="field 'pos' must be a list"):
-        run(tiny_model_dir, write_jsonl(tmp_path / "c.jsonl", wrong), tmp_path / "o", "--max_steps", "1")
+    assert (
+        run(tiny_model_dir, write_jsonl(tmp_path / "c.jsonl", wrong), tmp_path / "o", "--max_steps", "1") == 2
+    )
+    assert "c.jsonl:1: field 'pos' must be a list" in capsys.readouterr().err
+    mostly_empty = rows(3)
+    for row in mostly_empty[:2]:
+        row["query"] = ""
+    path = write_jsonl(tmp_path / "d.jsonl", mostly_empty)
+    assert run(tiny_model_dir, path, tmp_path / "o", "--max_steps", "1") == 2
+    assert f"error: {path}: 2 of 3 rows have an empty text" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def broken_model(kind: str, tiny_model_dir, tmp_path):
+    """A model folder that cannot load: missing, without tokenizer files, with truncated weights."""
+    import shutil
+
+    folder = tmp_path / "model"
+    if kind == "missing":
+        return folder, folder
+    shutil.copytree(tiny_model_dir, folder)
+    if kind == "no tokenizer":
+        for f in folder.glob("tokenizer*"):
+            f.unlink()
+        return folder, folder
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return folder, weights
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "no such model folder"),
+        ("no tokenizer", "no tokenizer files"),
+        ("truncated weights", "cannot read the weights"),
+    ],
+)
+def test_cli_model_that_cannot_load_is_one_line(tiny_model_dir, tmp_path, kind, message):
+    from test_adapt import one_line_error, run_cli
+
+    model, named = broken_model(kind, tiny_model_dir, tmp_path)
+    train = write_jsonl(tmp_path / "ft.jsonl", rows(2))
+    args = ["--model_name_or_path", model, "--train_file", train, "--output_dir", tmp_path / "out"]
+    done = run_cli("finetune", *args, "--max_steps", "1", "--prompt_style", "paper", *COMMON)
+    one_line_error(done, named, message)
+
+
+def test_cli_empty_positive_list_is_one_line(tiny_model_dir, tmp_path):
+    from test_adapt import one_line_error, run_cli
+
+    bad = rows(2)
+    bad[0]["pos"] = []
+    train = write_jsonl(tmp_path / "ft.jsonl", bad)
+    args = ["--model_name_or_path", tiny_model_dir, "--train_file", train, "--output_dir", tmp_path / "out"]
+    one_line_error(run_cli("finetune", *args, "--max_steps", "1", *COMMON), train, "row 1 has an empty 'pos'")
+    assert not (tmp_path / "out").exists()
 
 
 def test_released_checkpoint_layout_matches_model_card_recipe(tokenizer_dirs, tmp_path):
@@ -167,7 +225,7 @@ def test_released_checkpoint_layout_matches_model_card_recipe(tokenizer_dirs, tm
         out = card_model(**batch, return_dict=True, output_hidden_states=True)
     card = torch.nn.functional.normalize(out.hidden_states[-1][:, -8:, :].mean(dim=1), dim=-1)
 
-    ours = LlaraEmbedder.from_pretrained(ckpt, "released", device="cpu").embed(queries, "ebar", 64 + 30)
+    ours = LlaraModel.from_pretrained(ckpt, style="released").embed_texts(queries, "ebar", 64 + 30)
     torch.testing.assert_close(ours, card, atol=1e-5, rtol=0)
 
 

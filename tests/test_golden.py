@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from llara.layout import PromptLayout
 from llara.masks import joint_allowed
-from llara.model import LlaraModel, PromptLayout, load_module, load_tokenizer
+from llara.model import LlaraModel, load_module, load_tokenizer
 from tests.conftest import shared_path
 
 FIXTURES = ("fixtures", "official-llara")
@@ -140,8 +141,9 @@ def test_per_row_bow_nll_equals_official(golden):
             attention_mask=joint_attention_mask(mask, model.suffix_len("ebae"), model.suffix_len("ebar")),
             position_ids=batch["position_ids"],
         )
+    geo = model.row_geometry(width, ("ebae", "ebar"))
     for kind in ("ebae", "ebar"):
-        cols = model.slot_columns(width, kind, joint=True)
+        cols = geo.slot_columns(kind, model.n_slots)
         for i in range(8):
             loss, _ = bow_loss(out.logits[i : i + 1, cols], batch[f"{kind}_targets"][i : i + 1], scale=1.0)
             assert rel(loss.item(), ref[kind][i]) < 1e-5, (kind, i)

@@ -26,7 +26,6 @@ from llara.losses import (
     info_nce,
     info_nce_cross_device,
     linear_cross_entropy,
-    lm_loss,
 )
 
 F64 = torch.float64
@@ -249,8 +248,29 @@ def test_bow_loss_bad_inputs_raise(logits_shape, targets, match):
 
 
 # ---------------------------------------------------------------------------------------------
-# lm_loss
+# the LM term: chunked_lm_loss / linear_cross_entropy, equal to the plain loss on the full logits
+# without them
 # ---------------------------------------------------------------------------------------------
+
+
+def plain_lm_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """The plain path: next-token cross-entropy of the full (B, T, V) logits (the logits at t predict
+    labels[:, t + 1]), in float32 for float16/bfloat16 logits, mean over the labelled targets."""
+    V = logits.shape[-1]
+    shift_logits = logits[:, :-1].reshape(-1, V)  # (B*(T-1), V)
+    if shift_logits.dtype in (torch.float16, torch.bfloat16):
+        shift_logits = shift_logits.float()
+    shift_labels = labels[:, 1:].reshape(-1).long()  # (B*(T-1),)
+    n_targets = (shift_labels != ignore_index).sum()
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=ignore_index, reduction="sum")
+    return total / n_targets.clamp(min=1)
+
+
+def identity_lm_loss(logits: Tensor, labels: Tensor, **kwargs) -> Tensor:
+    """chunked_lm_loss with an identity LM head: the hidden states are the logits."""
+    return chunked_lm_loss(
+        logits, torch.eye(logits.shape[-1], dtype=logits.dtype), labels, chunk_size=2, **kwargs
+    )
 
 
 def test_lm_loss_hand_computed():
@@ -261,15 +281,19 @@ def test_lm_loss_hand_computed():
     logits = torch.tensor([[[0.0, 0.0, math.log(2)], [math.log(3), 0.0, 0.0], [9.0, -9.0, 0.0]]], dtype=F64)
     expected = math.log(10 / 3) / 2
     assert expected == pytest.approx(0.601986402162968, abs=1e-12)
-    assert_close(lm_loss(logits, torch.tensor([[-100, 2, 0]])), torch.tensor(expected, dtype=F64))
+    assert_close(identity_lm_loss(logits, torch.tensor([[-100, 2, 0]])), torch.tensor(expected, dtype=F64))
     # labels[0, 0] does not matter
-    assert_close(lm_loss(logits, torch.tensor([[1, 2, 0]])), torch.tensor(expected, dtype=F64))
+    assert_close(identity_lm_loss(logits, torch.tensor([[1, 2, 0]])), torch.tensor(expected, dtype=F64))
     # ignoring position 1 leaves log(5/3) = 0.510825623765991
-    assert_close(lm_loss(logits, torch.tensor([[-100, -100, 0]])), torch.tensor(math.log(5 / 3), dtype=F64))
+    assert_close(
+        identity_lm_loss(logits, torch.tensor([[-100, -100, 0]])), torch.tensor(math.log(5 / 3), dtype=F64)
+    )
     # a custom ignore_index
     assert_close(
-        lm_loss(logits, torch.tensor([[7, 7, 0]]), ignore_index=7), torch.tensor(math.log(5 / 3), dtype=F64)
+        identity_lm_loss(logits, torch.tensor([[7, 7, 0]]), ignore_index=7),
+        torch.tensor(math.log(5 / 3), dtype=F64),
     )
+    assert_close(plain_lm_loss(logits, torch.tensor([[-100, 2, 0]])), torch.tensor(expected, dtype=F64))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -280,34 +304,14 @@ def test_lm_loss_matches_loop_reference_values_and_grads(seed: int):
     labels = torch.randint(0, V, (B, T), generator=gen)
     labels[torch.rand(B, T, generator=gen) < 0.3] = -100
     labels[0, 1] = 2  # at least one target
-    loss = lm_loss(logits, labels)
+    loss = identity_lm_loss(logits, labels)
     ref = ref_lm_loss(logits, labels)
     assert_close(loss, ref)
+    assert_close(plain_lm_loss(logits, labels), ref)
     (g,) = torch.autograd.grad(loss, logits)
     (g_ref,) = torch.autograd.grad(ref, logits)
     assert_close(g, g_ref)
     assert torch.count_nonzero(g[:, -1]) == 0  # the last position predicts nothing
-
-
-def test_lm_loss_everything_ignored_is_finite_zero_with_graph():
-    logits = torch.randn(2, 4, 5, dtype=F64, requires_grad=True)
-    loss = lm_loss(logits, torch.full((2, 4), -100))
-    assert torch.isfinite(loss) and loss.item() == 0.0
-    loss.backward()
-    assert logits.grad is not None
-    assert torch.isfinite(logits.grad).all() and torch.count_nonzero(logits.grad) == 0
-
-
-def test_lm_loss_bad_shapes_raise():
-    with pytest.raises(ValueError, match=r"logits must be \(B, T, V\)"):
-        lm_loss(torch.zeros(4, 5), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"labels must be \(B, T\) = \(2, 4\)"):
-        lm_loss(torch.zeros(2, 4, 5), torch.zeros(2, 3, dtype=torch.long))
-
-
-# ---------------------------------------------------------------------------------------------
-# chunked_lm_loss / linear_cross_entropy: equal to lm_loss on the full logits, without them
-# ---------------------------------------------------------------------------------------------
 
 
 def _lm_case(seed: int, dtype: torch.dtype, B: int = 3, T: int = 9, H: int = 6, V: int = 13, p_ignore=0.3):
@@ -329,11 +333,11 @@ def _tol(dtype: torch.dtype) -> dict[str, float]:
 @pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("chunk_size", [1, 4, 1000])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_chunked_lm_loss_equals_lm_loss_values_and_grads(dtype, recompute, chunk_size, with_bias):
+def test_chunked_lm_loss_equals_plain_loss_values_and_grads(dtype, recompute, chunk_size, with_bias):
     hidden, weight, bias, labels = _lm_case(seed=chunk_size, dtype=dtype)
     b = bias if with_bias else None
     inputs = (hidden, weight, bias) if with_bias else (hidden, weight)
-    ref = lm_loss(F.linear(hidden, weight, b), labels)
+    ref = plain_lm_loss(F.linear(hidden, weight, b), labels)
     got = chunked_lm_loss(hidden, weight, labels, chunk_size=chunk_size, bias=b, recompute=recompute)
     assert got.dtype == ref.dtype
     assert_close(got, ref, **_tol(dtype))
@@ -394,7 +398,7 @@ def test_chunked_lm_loss_never_builds_more_than_one_slice_of_logits(recompute):
     B, T, H, V, chunk = 4, 16, 6, 400, 8  # V * H = 2400 < chunk * V = 3200
     hidden, weight, _, labels = _lm_case(seed=13, dtype=torch.float32, B=B, T=T, H=H, V=V, p_ignore=0.0)
     with _LargestTensor() as plain:
-        lm_loss(F.linear(hidden, weight), labels).backward()
+        plain_lm_loss(F.linear(hidden, weight), labels).backward()
     assert plain.largest >= B * T * V  # the plain path holds the (B, T, V) logits
     with _LargestTensor() as mode:
         chunked_lm_loss(hidden, weight, labels, chunk_size=chunk, recompute=recompute).backward()
@@ -405,7 +409,7 @@ def test_chunked_lm_loss_never_builds_more_than_one_slice_of_logits(recompute):
 def test_chunked_lm_loss_bfloat16_computes_logits_in_float32():
     hidden, weight, _, labels = _lm_case(seed=14, dtype=torch.float32, V=50)
     h16, w16 = hidden.detach().bfloat16().requires_grad_(), weight.detach().bfloat16().requires_grad_()
-    ref = lm_loss(h16 @ w16.T, labels)  # bf16 logits, upcast inside lm_loss
+    ref = plain_lm_loss(h16 @ w16.T, labels)  # bf16 logits, upcast inside
     got = chunked_lm_loss(h16, w16, labels, chunk_size=4)
     assert got.dtype == torch.float32
     assert_close(got, ref)

@@ -1,4 +1,5 @@
-"""LlaraModel: prompt layout in checkpoints, ablation prompts, untrained slots, LoRA slot rows, bf16."""
+"""LlaraModel: prompt layout born in adaptation and read back, variants from the registry, ablation
+prompts, untrained slots, LoRA slot rows, bf16, loading errors."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from conftest import pretrain_rows, write_jsonl
 from test_finetune import COMMON as FT_COMMON
 from test_finetune import rows as ft_rows
 
-from llara import adapt, finetune
-from llara.model import LAYOUT_FILE, LlaraModel, PromptLayout
+from llara import adapt, finetune, grid
+from llara.layout import LAYOUT_FILE, PromptLayout
+from llara.model import LlaraModel
 from llara.prompts import SLOT_TOKENS
 from llara.targets import stop_words, strip_stop_words
 
@@ -131,17 +133,84 @@ def test_checkpoint_without_slot_tokens_is_an_error_unless_allowed(tiny_model_di
 def test_encoding_reads_the_layout_and_a_flag_overrides_it_with_a_warning(
     slotted_model_dir, tmp_path, caplog
 ):
-    from llara.modeling import LlaraEmbedder
-
     model = LlaraModel.from_pretrained(slotted_model_dir)
     model.layout = PromptLayout(style="paper", query_prompt="ebae", passage_prompt="ebae")
     model.save_pretrained(tmp_path / "ckpt")
-    emb = LlaraEmbedder.from_pretrained(tmp_path / "ckpt", device="cpu")
-    assert emb.layout.style == "paper" and emb.layout.query_prompt == "ebae"
-    with caplog.at_level(logging.WARNING, logger="llara.model"):
-        emb = LlaraEmbedder.from_pretrained(tmp_path / "ckpt", "released", device="cpu")
-    assert emb.layout.style == "released"
+    with caplog.at_level(logging.WARNING, logger="llara.layout"):
+        loaded = LlaraModel.from_pretrained(tmp_path / "ckpt")
+    assert loaded.layout.style == "paper" and loaded.layout.query_prompt == "ebae"
+    assert "overridden" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="llara.layout"):
+        loaded = LlaraModel.from_pretrained(tmp_path / "ckpt", style="released")
+    assert loaded.layout.style == "released"
     assert "style='paper'; overridden with 'released'" in caplog.text
+
+
+def test_layout_is_born_in_adaptation_and_read_back_without_warnings(tiny_model_dir, tmp_path, caplog):
+    """adapt --prompt_style/--query_prompt/--passage_prompt and the lengths write the layout; fine-tuning
+    and encoding given none of them take it from the checkpoint and warn about nothing."""
+    from llara.encode import LlaraEncoder
+
+    lengths = ["--query_max_length", "32", "--passage_max_length", "48"]  # FT_COMMON's, so they agree
+    prompts = ["--prompt_style", "paper", "--query_prompt", "ebae", "--passage_prompt", "ebar"]
+    adapted = adapt_variant(tiny_model_dir, tmp_path, "joint", *prompts, *lengths)
+    born = PromptLayout("paper", "ebae", "ebar", 32, 48, ("ebae", "ebar"))
+    assert PromptLayout.read(adapted) == born
+    with caplog.at_level(logging.WARNING, logger="llara.layout"):
+        tuned = finetune_run(adapted, tmp_path, "ft")
+        encoder = LlaraEncoder(tuned, device="cpu", progress=False)
+    assert "overridden" not in caplog.text
+    assert PromptLayout.read(tuned) == born and encoder.layout == born
+    assert encoder.encode_queries(["where is the river city"]).shape == (1, 32)
+
+
+def test_adaptation_refuses_a_prompt_its_variant_does_not_train(tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        adapt_variant(tiny_model_dir, tmp_path, "ebae", "--query_prompt", "ebar")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: --query_prompt 'ebar': variant 'ebae' does not train its slots; allowed: ebae"
+    with pytest.raises(SystemExit):
+        adapt_variant(tiny_model_dir, tmp_path, "joint", "--passage_prompt", "summary")
+    assert "error: unknown passage_prompt 'summary'; valid: ebae, ebar" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        adapt_variant(tiny_model_dir, tmp_path, "joint", "--query_max_length", "0")
+    assert "error: --query_max_length must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "trains", "like"), [("ebae2", ("ebae",), "ebae"), ("joint2", ("ebae", "ebar"), "joint")]
+)
+def test_a_registered_variant_adapts_like_the_one_with_its_halves(tiny_model_dir, name, trains, like):
+    """adaptation_batch branches on the number of halves a variant trains, never on its name."""
+    prompts = grid.variant(like).prompts
+    grid.register_variant(name, trains, query=prompts["query"], passage=prompts["passage"])
+    try:
+        model = LlaraModel.from_pretrained(tiny_model_dir, head=True, allow_untrained_slots=True)
+        kw = dict(max_length=48, target_max_length=48)
+        ours, theirs = (model.adaptation_batch(pretrain_rows(3), v, **kw) for v in (name, like))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+        assert model.adaptation_loss(ours).loss.item() == model.adaptation_loss(theirs).loss.item()
+    finally:
+        grid.unregister_variant(name)
+
+
+def test_a_registered_variant_runs_through_the_adaptation_cli(tiny_model_dir, tmp_path):
+    grid.register_variant("ebae2", ("ebae",), query="ebae", passage="ebae")
+    try:
+        out = adapt_variant(tiny_model_dir, tmp_path, "ebae2")
+    finally:
+        grid.unregister_variant("ebae2")
+    saved = json.loads((out / LAYOUT_FILE).read_text())
+    assert (saved["query_prompt"], saved["passage_prompt"], saved["trained_prompts"]) == (
+        "ebae",
+        "ebae",
+        ["ebae"],
+    )
+    logged = set().union(
+        *(set(h) for h in json.loads((out / "llara_config.json").read_text())["log_history"])
+    )
+    assert "bow_ebae" in logged and "bow_ebar" not in logged
 
 
 def slot_rows(model_dir):
@@ -236,3 +305,31 @@ def test_bad_layout_file_names_the_file(slotted_model_dir, tmp_path, text, match
     (tmp_path / LAYOUT_FILE).write_text(text)
     with pytest.raises(DataError, match=f"{LAYOUT_FILE}: .*{match}"):
         PromptLayout.read(tmp_path)
+
+
+def test_loading_errors_name_the_path_and_the_fix(tiny_model_dir, tmp_path):
+    """A missing folder, a folder without tokenizer files or whose tokenizer knows no word, truncated
+    weights: one-line DataErrors naming the path (not transformers' "Repo id must be in the form...")."""
+    import shutil
+
+    from test_encode import specials_only_tokenizer
+
+    from llara.io import DataError
+
+    with pytest.raises(DataError, match=f"{tmp_path / 'nope'}: no such model folder"):
+        LlaraModel.from_pretrained(tmp_path / "nope", style="paper")
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    for f in folder.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(DataError, match=f"{folder}: no tokenizer files"):
+        LlaraModel.from_pretrained(folder, style="paper")
+    specials_only_tokenizer().save_pretrained(folder)
+    with pytest.raises(DataError, match=f"{folder}: the tokenizer cannot encode ordinary text"):
+        LlaraModel.from_pretrained(folder, style="paper")
+    shutil.rmtree(folder)
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(DataError, match=f"{weights}: cannot read the weights .*truncated"):
+        LlaraModel.from_pretrained(folder, style="paper")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import load_tokenizer
 
-from llara.prompts import SLOT_TOKENS, Prompter, prepare_tokenizer
+from llara.prompts import SLOT_TOKENS, Prompter, left_pad, prepare_tokenizer
 
 
 @pytest.fixture
@@ -69,7 +69,8 @@ def test_truncation_keeps_suffix(tok, style):
 def test_batch_is_left_padded(tok):
     prepare_tokenizer(tok, "released")
     p = Prompter(tok, "released")
-    b = p.batch(["a b", "the river city was founded by the king of the island"], "ebae", 64)
+    rows = [p.build(t, "ebae", 64) for t in ["a b", "the river city was founded by the king of the island"]]
+    b = left_pad(rows, tok.pad_token_id)
     assert b["input_ids"].shape == b["attention_mask"].shape
     assert b["attention_mask"][0, 0] == 0 and b["attention_mask"][:, -1].all()
     assert (b["input_ids"][:, -8:] == b["input_ids"][1, -8:]).all()

@@ -226,9 +226,9 @@ def test_cli_writes_atomically_and_refuses_to_clobber(slotted_model_dir, tmp_pat
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     args = ["--model", str(slotted_model_dir), "--output", str(out)]
-    assert st.main(args) == 1
+    assert st.main(args) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
-    assert st.main(["--model", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 1
+    assert st.main(["--model", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
     assert "no such checkpoint folder" in capsys.readouterr().err
     assert st.main([*args, "--overwrite", "--query-prompt", "ebae"]) == 0
     assert not (out / "keep.txt").exists() and st.PromptLayout.read(out).query_prompt == "ebae"
@@ -239,3 +239,32 @@ def test_cli_writes_atomically_and_refuses_to_clobber(slotted_model_dir, tmp_pat
     model = st.load(out, device="cpu")  # EBAE for both roles: a short text embeds the same either way
     p = model.encode_document(["music"], convert_to_numpy=True)
     np.testing.assert_allclose(model.encode_query(["music"], convert_to_numpy=True), p, atol=1e-6)
+
+
+def test_cli_export_names_the_package_class_and_loads_in_a_fresh_interpreter(slotted_model_dir, tmp_path):
+    """``python -m llara.st`` runs st.py as __main__: the modules.json it writes must still name
+    ``llara.st.LlaraSTModule`` (a class of ``__main__`` cannot be imported by whoever loads the folder)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "st"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cli = [sys.executable, "-m", "llara.st", "--model", str(slotted_model_dir), "--output", str(out)]
+    done = subprocess.run(cli, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "modules.json").read_text())[0]["type"] == "llara.st.LlaraSTModule"
+    texts = ["where is the river city", "music school " * 100]
+    load = (
+        "import json, sys\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        f"model = SentenceTransformer({str(out)!r}, trust_remote_code=True, device='cpu')\n"
+        f"texts = {texts!r}\n"
+        "print(json.dumps([model.encode_query(texts).tolist(), model.encode_document(texts).tolist()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    q, p = (torch.tensor(x) for x in json.loads(done.stdout.strip().splitlines()[-1]))
+    ref = LlaraModel.from_pretrained(slotted_model_dir)
+    torch.testing.assert_close(q, ref.encode(texts, "query"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(p, ref.encode(texts, "passage"), atol=1e-5, rtol=0)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO))  # the llara package beside this workflow (also wh
 # Rules run `python -m llara.<stage>` with the Python that runs Snakemake (its environment's bin comes
 # first on PATH, for the shell jobs here and the SLURM jobs they submit), never whatever `python` a
 # shell finds first; `--sdm conda` puts the rule's conda env before it.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")]))
 from llara import grid, gridconfig  # noqa: E402  the vocabulary of the grid, its config checks
 from llara.grid import System  # noqa: E402
 
@@ -366,9 +366,13 @@ def adapt_inputs(wildcards):
 
 
 def adapt_prompts(wc) -> str:
-    """The variant's prompts (grid.prompts), written into the adapted checkpoint's llara_prompt.json:
-    every later stage reads them from there."""
-    return "--query_prompt {query} --passage_prompt {passage}".format(**prompt_of(wc.variant))
+    """The variant's prompts (grid.prompts) and the evaluation lengths, written into the adapted
+    checkpoint's llara_prompt.json: every later stage reads them from there."""
+    p = prompt_of(wc.variant)
+    return (
+        f"--query_prompt {p['query']} --passage_prompt {p['passage']} "
+        f"--query_max_length {EVAL['query_max_length']} --passage_max_length {EVAL['passage_max_length']}"
+    )
 
 
 # ---- evaluation: one rule per step over a {system} path segment (llara.grid.System) ------------------
