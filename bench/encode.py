@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from llara.beir import load_beir  # noqa: E402
-from llara.encode import HFEncoder, pool  # noqa: E402
+from llara.encode import HFEncoder  # noqa: E402
 from llara.io import atomic_write_json, code_version, utc_now  # noqa: E402
+from llara.pooling import pool_hidden  # noqa: E402
 from llara.search import exact_index, search_exact  # noqa: E402
 
 TARGET_RATIO = 1.5
@@ -57,7 +58,7 @@ def naive_encode(
         )
         with torch.inference_mode():
             hidden = model(**batch).last_hidden_state  # (B, T, H)
-            vecs = torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], "mean"), dim=-1)
+            vecs = pool_hidden(hidden, batch["attention_mask"], "mean")  # (B, H), L2-normalised
         out.append(vecs.numpy())
     return np.concatenate(out)
 

@@ -5,8 +5,8 @@ float32 numpy arrays, rows in input order):
 
 - :class:`LlaraEncoder` wraps a :class:`llara.model.LlaraModel` (queries and passages with the
   prompts the checkpoint records; released-code checkpoints: EBAR queries, EBAE passages);
-- :class:`HFEncoder` is a plain Hugging Face ``AutoModel`` with mean or CLS pooling (baselines such
-  as all-MiniLM-L6-v2).
+- :class:`HFEncoder` is a plain Hugging Face ``AutoModel`` with mean, CLS or last-token pooling
+  (:func:`llara.pooling.pool_hidden`; baselines such as all-MiniLM-L6-v2, RepLLaMA-style decoders).
 
 Texts are tokenised once, ordered by token length (longest first) and cut into batches, so each
 batch pads only to its own longest row; the vectors are put back into input order at the end.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import sys
@@ -53,6 +54,7 @@ from llara.io import (
     utc_now,
     warn_data,
 )
+from llara.pooling import pool_hidden
 from llara.shards import (
     WHATS,
     first_non_finite_row,
@@ -126,17 +128,6 @@ def encode_in_batches(
     return out
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(B, T, H) hidden states -> (B, H): masked mean (in fp32) or the first ([CLS]) token."""
-    if pooling == "mean":
-        mask = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
-        summed = (hidden.to(torch.float32) * mask).sum(dim=1)  # (B, H)
-        return summed / mask.sum(dim=1).clamp(min=1e-9)
-    if pooling == "cls":
-        return hidden[:, 0].to(torch.float32)
-    raise ValueError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
-
-
 def pad_features(
     features: Sequence[dict[str, list[int]]], pad_token_id: int, padding_side: str = "right"
 ) -> dict[str, torch.Tensor]:
@@ -203,8 +194,18 @@ def default_max_length(
     )
 
 
+HF_POOLINGS = ("mean", "cls", "last")  # the poolings of llara.pooling that need no slot tokens
+
+
 class HFEncoder:
-    """A plain Hugging Face encoder: ``AutoModel`` + mean or CLS pooling, optional normalisation."""
+    """A plain Hugging Face encoder: ``AutoModel`` + mean, CLS or last-token pooling, optional
+    normalisation.
+
+    ``last`` is RepLLaMA's (Ma et al. 2023): each text is tokenised to ``max_length - 1`` tokens, the
+    tokenizer's EOS appended (``append_eos``, default on for ``last`` only) and the state of the last
+    real token taken. Left-padded rows get position ids counted from their first real token, so both
+    padding sides give the same vectors.
+    """
 
     def __init__(
         self,
@@ -218,6 +219,7 @@ class HFEncoder:
         batch_size: int = 32,
         query_prefix: str = "",
         passage_prefix: str = "",
+        append_eos: bool | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = "auto",
         sort_by_length: bool = True,
@@ -225,8 +227,8 @@ class HFEncoder:
     ) -> None:
         from transformers import AutoModel
 
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
+        if pooling not in HF_POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; use one of {', '.join(HF_POOLINGS)}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         path: str | None = None
@@ -243,6 +245,11 @@ class HFEncoder:
             self.model.to(self.dtype)
         self.model.to(self.device).eval()
         self.pooling, self.normalize = pooling, normalize
+        self.append_eos = pooling == "last" if append_eos is None else append_eos
+        if self.append_eos and self.tokenizer.eos_token_id is None:
+            raise DataError(
+                f"{path or 'the model'}: the tokenizer has no EOS token to append; pass --no-append-eos"
+            )
         if max_length is None:
             max_length, self.max_length_source = default_max_length(path, self.tokenizer, self.model.config)
         else:
@@ -259,32 +266,51 @@ class HFEncoder:
             "encoder": "hf",
             "pooling": self.pooling,
             "normalize": self.normalize,
+            "append_eos": self.append_eos,
+            "query_prefix": self.query_prefix,
+            "passage_prefix": self.passage_prefix,
             "max_length": self.max_length,
             "query_max_length": self.query_max_length,
             "max_length_source": self.max_length_source,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
+    def tokenize(self, texts: Sequence[str], max_length: int) -> list[dict[str, list[int]]]:
+        """Unpadded rows (``input_ids``, ``attention_mask``, ``token_type_ids`` where the tokenizer
+        gives them) of at most ``max_length`` tokens, the EOS last with ``append_eos``."""
+        if self.append_eos and max_length < 2:
+            raise ValueError(f"append_eos needs max_length >= 2, got {max_length}")
+        room = max_length - 1 if self.append_eos else max_length  # RepLLaMA: max_length - 1, then EOS
+        enc = self.tokenizer(list(texts), truncation=True, max_length=room)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        features = [{k: list(enc[k][i]) for k in keys} for i in range(len(texts))]
+        if self.append_eos:
+            for f in features:
+                f["input_ids"].append(self.tokenizer.eos_token_id)
+                f["attention_mask"].append(1)
+                if "token_type_ids" in f:  # the segment of the token before it
+                    f["token_type_ids"].append(f["token_type_ids"][-1] if f["token_type_ids"] else 0)
+        return features
+
     def _encode(self, texts: Sequence[str], max_length: int, prefix: str, desc: str) -> np.ndarray:
         texts = [prefix + t for t in texts]
         if not texts:
             return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
-        enc = self.tokenizer(texts, truncation=True, max_length=max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        features = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+        features = self.tokenize(texts, max_length)
         lengths = [len(f["input_ids"]) for f in features]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         side = getattr(self.tokenizer, "padding_side", "right")
+        takes_positions = "position_ids" in inspect.signature(self.model.forward).parameters
 
         def embed_rows(idx: np.ndarray) -> np.ndarray:
             batch = pad_features([features[i] for i in idx], pad_id, side)
+            if side == "left" and takes_positions:  # positions from each row's first real token
+                batch["position_ids"] = (batch["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state  # (B, T, H)
-                vecs = pool(hidden, batch["attention_mask"], self.pooling)  # (B, H) fp32
-                if self.normalize:
-                    vecs = torch.nn.functional.normalize(vecs, dim=-1)
-            return vecs.cpu().numpy()
+                vecs = pool_hidden(hidden, batch["attention_mask"], self.pooling, normalize=self.normalize)
+            return vecs.cpu().numpy()  # (B, H) fp32
 
         return encode_in_batches(
             len(texts),
@@ -482,6 +508,7 @@ def build_encoder(config: dict[str, Any]) -> Encoder:
             query_max_length=config["query_max_length"],
             query_prefix=config["query_prefix"],
             passage_prefix=config["passage_prefix"],
+            append_eos=config.get("append_eos"),
             **common,
         )
         encoder.max_length_source = config.get("max_length_source") or encoder.max_length_source
@@ -537,8 +564,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--overwrite", action="store_true", help="recompute a shard even when complete")
     hf = p.add_argument_group("hf encoder")
-    hf.add_argument("--pooling", choices=("mean", "cls"), default="mean")
+    hf.add_argument(
+        "--pooling", choices=HF_POOLINGS, default="mean", help="last: the last real token (RepLLaMA)"
+    )
     hf.add_argument("--no-normalize", dest="normalize", action="store_false")
+    hf.add_argument(
+        "--append-eos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="append the tokenizer's EOS to every text (default: with --pooling last only)",
+    )
     hf.add_argument("--query-prefix", default="")
     hf.add_argument("--passage-prefix", default="")
     ll = p.add_argument_group("llara encoder")
@@ -558,6 +593,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not 0 <= args.shard < args.num_shards:
         p.error(f"need 0 <= --shard < --num-shards, got {args.shard} and {args.num_shards}")
+    if args.append_eos is None:  # resolved here, so the default and an explicit flag are one configuration
+        args.append_eos = args.pooling == "last"
     return args
 
 
@@ -614,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("prompt_style", "query_prompt", "passage_prompt"):
             config.pop(key)
     else:
-        for key in ("pooling", "normalize", "query_prefix", "passage_prefix"):
+        for key in ("pooling", "normalize", "append_eos", "query_prefix", "passage_prefix"):
             config.pop(key)
     if args.what == "corpus":
         config.pop("split")  # the corpus does not depend on the split

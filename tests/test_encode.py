@@ -21,7 +21,6 @@ from llara.encode import (  # noqa: E402
     encode_in_batches,
     encode_shard,
     length_sorted_order,
-    pool,
     resolve_dtype,
 )
 from llara.io import DataError, DataWarning  # noqa: E402
@@ -74,15 +73,6 @@ def test_encode_in_batches_restores_input_order():
     np.testing.assert_array_equal(plain, out)
 
 
-def test_pool_mean_ignores_padding_and_cls_takes_first():
-    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # (1, 3, 2)
-    mask = torch.tensor([[1, 1, 0]])
-    assert pool(hidden, mask, "mean").tolist() == [[2.0, 3.0]]
-    assert pool(hidden, mask, "cls").tolist() == [[1.0, 2.0]]
-    with pytest.raises(ValueError, match="unknown pooling"):
-        pool(hidden, mask, "max")
-
-
 def test_resolve_dtype():
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype(None, "cpu") == torch.float32
@@ -117,6 +107,20 @@ def test_hf_encoder_unnormalised_prefix_and_query_length(tiny_bert_dir):
     )
     np.testing.assert_allclose(q, same, atol=1e-5)
     assert enc.encode_corpus([]).shape == (0, 32)
+
+
+def test_hf_encoder_settings_record_prefixes_and_eos(tiny_bert_dir):
+    """The prefixes and the EOS change the vectors, so a shard's marker records them."""
+    enc = HFEncoder(tiny_bert_dir, max_length=8, query_prefix="q: ", passage_prefix="p: ", progress=False)
+    assert (enc.settings["query_prefix"], enc.settings["passage_prefix"]) == ("q: ", "p: ")
+    assert (enc.settings["pooling"], enc.settings["append_eos"]) == ("mean", False)
+    assert encode.parse_args([*HF_ARGS, "--pooling", "last"]).append_eos is True
+    assert encode.parse_args([*HF_ARGS, "--pooling", "last", "--no-append-eos"]).append_eos is False
+    assert encode.parse_args(HF_ARGS).append_eos is False
+    assert encode.parse_args([*HF_ARGS, "--append-eos"]).append_eos is True
+
+
+HF_ARGS = ["--encoder", "hf", "--model", "m", "--beir-dir", "b", "--what", "corpus", "--output", "o"]
 
 
 def specials_only_tokenizer():

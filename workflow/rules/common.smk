@@ -441,10 +441,15 @@ def encoder_args(wc) -> str:
             f"--max-length {c['passage_max_length']} --query-max-length {c['query_max_length']}"
         )
     b = HF_BASELINES[system.name]
-    norm = "" if b.get("normalize", True) else " --no-normalize"
+    extra = "" if b["normalize"] else " --no-normalize"
+    if "append_eos" in b:
+        extra += " --append-eos" if b["append_eos"] else " --no-append-eos"
+    for role in ("query", "passage"):
+        if b[f"{role}_prefix"]:
+            extra += f" --{role}-prefix {shlex.quote(b[f'{role}_prefix'])}"
     return (
         f"--encoder hf --model {shlex.quote(resolve_model(b['model']))} {beir} "
-        f"--pooling {b.get('pooling', 'mean')}{norm} --max-length {b.get('max_length', 256)}"
+        f"--pooling {b['pooling']}{extra} --max-length {b['max_length']}"
     )
 
 
