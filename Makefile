@@ -3,23 +3,40 @@ VENV ?= .venv
 PYTHON ?= python3
 CONSTRAINTS ?= constraints/cpu.txt
 EXTRAS ?= cpu,all
+# `make setup-gpu`: torch's CUDA build from this index first (name the one for your CUDA), then the
+# project with faiss-gpu and the same pins as the CPU install (constraints/gpu.txt: no torch, no faiss-cpu)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cu124
+GPU_CONSTRAINTS ?= constraints/gpu.txt
+GPU_EXTRAS ?= gpu,all
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
-# the rules run `python -m llara.<stage>`: the project's environment comes first
+# the rules find their interpreter themselves (the one that runs Snakemake); this only makes a bare
+# `python` in a helper or a shell started from make the project's too
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # where `snakemake --profile slurm` looks the profile up by name
 SLURM_PROFILE_DIR ?= $(HOME)/.config/snakemake/slurm
 
-.PHONY: setup grid test test-slow lint install-slurm-profile test-slurm slurm-start slurm-stop
+.PHONY: setup setup-gpu grid test test-slow lint install-slurm-profile test-slurm slurm-start slurm-stop
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	@if [ -e "$(VENV)/.gpu" ]; then \
+		echo "$(VENV) is a CUDA environment (made by make setup-gpu): run make setup-gpu to update it" >&2; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $@
+
+# A CUDA machine (reaches TORCH_INDEX and PyPI): make setup-gpu [TORCH_INDEX=https://download.pytorch.org/whl/cu121]
+setup-gpu:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --index-url $(TORCH_INDEX) torch
+	$(BIN)/pip install -c $(GPU_CONSTRAINTS) -e ".[$(GPU_EXTRAS)]"
+	$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPUs', torch.cuda.device_count())"
+	touch $(VENV)/.gpu $(VENV)/.installed
 
 grid: setup
 	$(BIN)/snakemake --profile workflow/profiles/local

@@ -44,8 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llara.io import DataError, atomic_write_json
-from llara.synthetic import atomic_dir
+from llara.io import DataError, atomic_folder, atomic_write_json, cli_main
 from llara.wiki import iter_articles, parse_bool
 
 log = logging.getLogger("llara.basemodel")
@@ -104,11 +103,13 @@ def split_held_out(texts: list[str], eval_fraction: float) -> tuple[list[str], l
 
 def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 2):
     """Byte-level BPE with ``<unk>``/``<s>``/``</s>`` at ids 0/1/2, adding BOS like Llama."""
+    if vocab_size < 300:  # checked before the imports (a second of CPU)
+        raise DataError(
+            f"vocab_size must be >= 300 (256 bytes + specials + merges), got {vocab_size}; raise --vocab-size"
+        )
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < 300:
-        raise ValueError(f"vocab_size must be >= 300 (256 bytes + specials + merges), got {vocab_size}")
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -162,7 +163,10 @@ def build_model(tokenizer, shape: ModelShape, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if shape.hidden_size % shape.num_heads:
-        raise ValueError(f"hidden_size {shape.hidden_size} is not divisible by num_heads {shape.num_heads}")
+        raise DataError(
+            f"hidden_size {shape.hidden_size} is not divisible by num_heads {shape.num_heads}; "
+            "change --hidden-size or --heads"
+        )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden_size,
@@ -279,7 +283,10 @@ def build_base_model(
     """Train tokenizer + model on ``corpus`` and save both to ``output``; returns the stats written."""
     t0 = time.perf_counter()
     if settings.block_size > shape.max_positions:
-        raise ValueError(f"block_size {settings.block_size} exceeds max_positions {shape.max_positions}")
+        raise DataError(
+            f"block_size {settings.block_size} exceeds max_positions {shape.max_positions}; lower "
+            "--block-size or raise --max-positions"
+        )
     texts = load_corpus_texts(corpus, max_articles)
     train_texts, eval_texts = split_held_out(texts, eval_fraction)
     tokenizer = train_tokenizer(train_texts, vocab_size)
@@ -322,7 +329,7 @@ def build_base_model(
         "torch_threads": torch.get_num_threads(),
     }
     output = Path(output)
-    with atomic_dir(output) as tmp:
+    with atomic_folder(output, overwrite=True) as tmp:  # a rerun replaces the model
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         stats["seconds"]["total"] = round(time.perf_counter() - t0, 2)
@@ -334,6 +341,7 @@ def _none_if_zero(value: str) -> float | None:
     return float(value) or None
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     d_shape, d_train = ModelShape(), TrainSettings()
     p = argparse.ArgumentParser(prog="python -m llara.basemodel", description="Train the tiny base model.")
@@ -367,6 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         help="torch CPU threads (default 1: robust on shared cores; 0: torch default)",
     )
     a = p.parse_args(argv)
+    sizes = (
+        "hidden_size layers heads intermediate_size max_positions block_size batch_size eval_blocks log_every"
+    )
+    for name in sizes.split():
+        if getattr(a, name) < 1:
+            raise DataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if not 0 < a.eval_fraction < 1:
+        raise DataError(f"--eval-fraction must be between 0 and 1 (exclusive), got {a.eval_fraction}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -384,20 +400,16 @@ def main(argv: list[str] | None = None) -> int:
         a.seed,
         a.log_every,
     )
-    try:
-        stats = build_base_model(
-            a.corpus,
-            a.output,
-            a.vocab_size,
-            shape,
-            settings,
-            a.max_articles or None,
-            a.eval_fraction,
-            a.eval_blocks,
-        )
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    stats = build_base_model(
+        a.corpus,
+        a.output,
+        a.vocab_size,
+        shape,
+        settings,
+        a.max_articles or None,
+        a.eval_fraction,
+        a.eval_blocks,
+    )
     summary = {
         k: stats[k] for k in ("parameters", "steps_done", "stopped_by", "final_loss", "perplexity", "seconds")
     }

@@ -38,15 +38,16 @@ from typing import Any
 
 from llara.io import (
     DataError,
+    atomic_folder,
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
+    cli_main,
     cli_warnings,
     format_ids,
     iter_jsonl,
     iter_lines,
     jsonable,
-    make_shareable_dir,
     utc_now,
     warn_data,
 )
@@ -119,12 +120,26 @@ def _str_field(path: Path, lineno: int, obj: dict, key: str, required: bool) -> 
     return value
 
 
-def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """Read ``corpus.jsonl`` -> {doc id: {"title", "text"}}; duplicate ids and an empty corpus fail."""
+def corpus_file(path: str | os.PathLike) -> Path:
+    """``path``, or ``path`` + ``.gz`` when only the gzipped corpus is there (``corpus.jsonl.gz``)."""
     path = Path(path)
+    if not path.exists() and path.suffix != ".gz":
+        gz = path.with_name(path.name + ".gz")
+        if gz.is_file():
+            return gz
+    return path
+
+
+def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Read ``corpus.jsonl`` -> {doc id: {"title", "text"}}; duplicate ids and an empty corpus fail.
+
+    When only ``corpus.jsonl.gz`` is there (or ``path`` ends in ``.gz``), the gzipped file is read.
+    """
+    path = corpus_file(path)
+    rows = iter_jsonl(path)  # a .gz file is read decompressed (llara.io.iter_lines)
     corpus: dict[str, dict[str, str]] = {}
     first_line: dict[str, int] = {}
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in rows:
         doc_id = _str_field(path, lineno, obj, "_id", required=True)
         if doc_id in corpus:
             raise DataError(
@@ -321,8 +336,9 @@ def write_beir(ds: BeirDataset, root: str | os.PathLike, split: str | None = Non
 # download
 
 
-class DownloadError(RuntimeError):
-    """A download that did not complete or did not match its checksum (nothing was kept)."""
+class DownloadError(DataError):
+    """A download that did not complete or did not match its checksum (nothing was kept); like any
+    :class:`DataError`, the CLI prints it as one ``error:`` line and exits with status 2."""
 
 
 def _fetch(url: str, dest: Path, timeout: float, chunk_size: int = 1 << 20) -> tuple[int, str]:
@@ -385,7 +401,7 @@ def download_beir(
     cache_dir = Path(cache_dir)
     if md5 is None:
         if name not in BEIR_MD5:
-            raise ValueError(
+            raise DataError(
                 f"unknown BEIR dataset {name!r}; known: {', '.join(sorted(BEIR_MD5))} "
                 "(or pass md5= / --md5 for another archive)"
             )
@@ -410,7 +426,6 @@ def download_beir(
     fd, tmp_zip_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip.part", dir=cache_dir)
     os.close(fd)
     tmp_zip = Path(tmp_zip_name)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".extract", dir=cache_dir))
     try:
         size, got = _fetch(url, tmp_zip, timeout)
         if got != md5:
@@ -419,23 +434,26 @@ def download_beir(
                 "was discarded, run again (or check the expected checksum)"
             )
         try:
-            _safe_extract(tmp_zip, tmp_dir)
-        except zipfile.BadZipFile as exc:
-            raise DownloadError(f"{url}: not a valid zip archive ({exc})") from exc
-        root = _find_dataset_root(tmp_dir)
-        make_shareable_dir(root)
-        atomic_write_json(
-            root / DOWNLOAD_MARKER, {"name": name, "url": url, "md5": md5, "bytes": size, "date": utc_now()}
-        )
-        try:
-            os.rename(root, target)
-        except OSError:
-            if not (target / DOWNLOAD_MARKER).is_file():  # lost a race to a broken writer
+            with atomic_folder(target) as tmp_dir:
+                extracted = tmp_dir / ".extract"
+                try:
+                    _safe_extract(tmp_zip, extracted)
+                except zipfile.BadZipFile as exc:
+                    raise DownloadError(f"{url}: not a valid zip archive ({exc})") from exc
+                root = _find_dataset_root(extracted)
+                for item in root.iterdir():  # the dataset's files, without the archive's own folder
+                    os.replace(item, tmp_dir / item.name)
+                shutil.rmtree(extracted)
+                atomic_write_json(
+                    tmp_dir / DOWNLOAD_MARKER,
+                    {"name": name, "url": url, "md5": md5, "bytes": size, "date": utc_now()},
+                )
+        except DataError:
+            if not (target / DOWNLOAD_MARKER).is_file():  # not a concurrent download of the same
                 raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_zip.unlink()
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return target
 
 
@@ -467,9 +485,7 @@ def download_beir_hf(
         return target
     if target.exists():
         raise DownloadError(f"{target} exists but was not written by a completed download; remove it")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}-hf.", suffix=".tmp", dir=cache_dir))
-    try:
+    with atomic_folder(target) as tmp_dir:
         repo, qrels_repo = f"BeIR/{name}", f"BeIR/{name}-qrels"
         corpus = load_dataset(repo, "corpus", split="corpus", revision=revision)
         queries = load_dataset(repo, "queries", split="queries", revision=revision)
@@ -493,10 +509,6 @@ def download_beir_hf(
             {"name": name, "source": f"hf:{repo}", "revision": revision, "qrels_revision": qrels_revision,
              "splits": splits, "date": utc_now()},
         )  # fmt: skip
-        make_shareable_dir(tmp_dir)
-        os.rename(tmp_dir, target)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return target
 
 
@@ -504,6 +516,7 @@ def download_beir_hf(
 # CLI
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llara.beir", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -528,12 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     ss.add_argument("--seed", type=int, default=0)
     ss.add_argument("--output", required=True, type=Path)
     args = parser.parse_args(argv)
-    try:
-        with cli_warnings():
-            return _run(args)
-    except (DataError, DownloadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with cli_warnings():
+        return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:

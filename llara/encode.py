@@ -175,16 +175,18 @@ def default_max_length(
                 )
             return value, f"{SBERT_CONFIG} max_seq_length"
     if tokenizer is None and model is not None:
-        from transformers import AutoTokenizer
+        from llara.model import tokenizer_of  # errors name the folder and the fix
 
-        tokenizer = AutoTokenizer.from_pretrained(str(model))
+        tokenizer = tokenizer_of(model)
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < SANE_MODEL_MAX_LENGTH:
         return limit, "tokenizer model_max_length"
     if config is None and model is not None:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(str(model))
+        from llara.model import pretrained
+
+        config = pretrained(AutoConfig.from_pretrained, model)
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
         return positions, "config max_position_embeddings"

@@ -185,6 +185,58 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(
+    dest: str | os.PathLike, overwrite: bool = False, staged: str | os.PathLike | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder to fill; when the block succeeds it is renamed to ``dest``, so a
+    half-written folder never has the final name.
+
+    The folder is new and empty, ``.<name>.<random>.partial`` beside ``dest`` (on the same file
+    system, so the rename is atomic; two writers never share it), with the usual mode for the umask;
+    on an exception it is removed and ``dest`` is left as it was. ``staged``: an existing folder the
+    caller has filled (e.g. by every rank of a distributed job) is yielded and renamed instead, and
+    left in place on an exception. An existing ``dest`` is a :class:`DataError` unless
+    ``overwrite``, which swaps the new folder in and deletes the old one afterwards (``dest`` is
+    missing only between two renames)."""
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise DataError(
+            f"{dest} exists; delete it (or pass --overwrite where the stage has it) to write it again"
+        )
+    if staged is None:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+        except OSError as exc:
+            blocker = next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+            raise DataError(f"{dest}: cannot create a folder there ({why}); pick another path") from None
+        make_shareable_dir(tmp)
+    else:
+        tmp = Path(staged)
+    try:
+        yield tmp
+        if dest.exists() or dest.is_symlink():
+            if not overwrite:  # written by someone else meanwhile
+                raise DataError(f"{dest} appeared while it was being written; delete it and run again")
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old / dest.name, dest)  # put the old one back
+                os.rmdir(old)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        if staged is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -267,29 +319,42 @@ def jsonable(obj: Any) -> Any:
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for each line of a UTF-8 text file (a leading BOM is dropped).
+    """Yield ``(line_number, text)`` for each line of a UTF-8 text file (a leading BOM is dropped); a
+    ``.gz`` file is read decompressed (line numbers and offsets of the decompressed text).
 
-    Bytes that are not UTF-8 raise :class:`DataError` naming the file, line and byte offset.
+    Bytes that are not UTF-8 raise :class:`DataError` naming the file, line and byte offset; so does
+    a damaged or truncated gzip file.
     """
+    import gzip
+    import zlib
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    gzipped = path.suffix == ".gz"
+    where = "the decompressed file" if gzipped else "the file"
     offset = 0
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad = raw[exc.start : exc.start + 1]
-                raise DataError(
-                    f"{path}:{lineno}: not UTF-8: byte 0x{bad.hex()} at byte offset {offset + exc.start} "
-                    f"of the file (byte {exc.start + 1} of the line; {exc.reason}); save the file as "
-                    "UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT"
-                ) from None
-            if lineno == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            offset += len(raw)
-            yield lineno, line
+    try:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad = raw[exc.start : exc.start + 1]
+                    raise DataError(
+                        f"{path}:{lineno}: not UTF-8: byte 0x{bad.hex()} at byte offset {offset + exc.start} "
+                        f"of {where} (byte {exc.start + 1} of the line; {exc.reason}); save the file as "
+                        "UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT"
+                    ) from None
+                if lineno == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
+                offset += len(raw)
+                yield lineno, line
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(
+            f"{path}: damaged or truncated gzip file ({exc}); download it again, or decompress it to "
+            f"{path.with_suffix('')} and check it"
+        ) from None
 
 
 def json_error_place(exc: json.JSONDecodeError) -> str:

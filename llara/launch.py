@@ -6,7 +6,9 @@
 * ``local`` (default) runs the command as a submitit local job (a subprocess); ``debug`` runs it in
   this process; ``slurm`` submits it with ``sbatch`` through submitit.
 * The rule's log (this program's output) records the job id and the paths of the job's own logs;
-  a failed job exits non-zero and prints its id, its state and the tail of its error log.
+  a failed job exits non-zero and prints its id, its state and then the last lines of the stage
+  command's own error output (its ``error: ...`` line last), without submitit's traceback of the
+  launcher. A bad command line of the launcher is one ``error: ...`` line, exit status 2.
 * The job's result files are looked at every ``--poll-s`` seconds and, on SLURM, its state is asked
   of ``sacct`` (of ``squeue`` where accounting does not answer) at least every ``--state-poll-s``,
   so a job killed from outside (``scancel``, node failure) fails the rule within a bounded time.
@@ -42,6 +44,8 @@ from pathlib import Path
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.helpers import Checkpointable
+
+from llara.io import DataError, cli_main
 
 CLUSTERS = ("local", "debug", "slurm")
 # states after which a SLURM job never runs again (squeue's and sacct's names)
@@ -140,7 +144,7 @@ class StageCommand(Checkpointable):
         if rc:
             how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
             short = " ".join(self.command[:4]) + (" ..." if len(self.command) > 4 else "")
-            raise StageFailed(f"the stage command {how}: {short} (its error output is above)")
+            raise StageFailed(f"the stage command {how}: {short}")
         return command_usage()
 
     def stop(self) -> None:
@@ -200,12 +204,6 @@ def make_executor(args: argparse.Namespace) -> submitit.Executor:
         params["gpus_per_node"] = args.gpus
     executor.update_parameters(**params)
     return executor
-
-
-def tail(path: Path | None, lines: int = 40) -> str:
-    if path is None or not Path(path).exists():
-        return f"(no log at {path})"
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
 
 
 def squeue_state(job_id: str) -> str | None:
@@ -291,7 +289,8 @@ def final_state(waiter: Waiter, cluster: str, wait_s: float = 15.0) -> str:
 
 
 def error_summary(err: BaseException) -> str:
-    """First line of submitit's message, plus the exception line of the job's traceback if any."""
+    """First line of submitit's message, plus the exception line of the job's traceback if any; for
+    the stage command's own failure just that (``the stage command exited with status 2: ...``)."""
     text = str(err).strip()
     if not text:
         return type(err).__name__
@@ -299,11 +298,51 @@ def error_summary(err: BaseException) -> str:
     parts = text.split("-" * 22)  # FailedJobError: header, ----, traceback, ----, where the logs are
     if isinstance(err, FailedJobError) and len(parts) >= 3:
         trace = [line.strip() for line in parts[1].splitlines() if line.strip()]
+        stage = f"{StageFailed.__module__}.{StageFailed.__name__}: "
+        if trace and trace[-1].startswith(stage):
+            return trace[-1].removeprefix(stage)
         return f"{first} {trace[-1]}" if trace else first
     return first
 
 
+SUBMITIT_LINE = re.compile(r"^submitit (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \(")
+
+
+def stage_lines(text: str) -> list[str]:
+    """The stage command's own lines of a job's error log: submitit's log lines and the traceback of
+    its ``Submitted job triggered an exception`` (the launcher's :class:`StageFailed`) are left out."""
+    out: list[str] = []
+    skipping = in_trace = False
+    for line in text.splitlines():
+        if SUBMITIT_LINE.match(line):
+            skipping, in_trace = line.startswith("submitit ERROR"), False
+            continue
+        if skipping:
+            if line.startswith("Traceback (most recent call last):") or line.startswith((" ", "\t")):
+                in_trace = True
+                continue
+            skipping = False
+            if in_trace:  # the exception line that ends submitit's traceback
+                in_trace = False
+                continue
+        out.append(line)
+    return out
+
+
+def stage_error_tail(path: Path, lines: int = 40) -> list[str]:
+    """The last ``lines`` non-blank lines of the stage's own error output in ``path``, ending with its
+    last ``error: ...`` line when it printed one (repeated there if more output followed it)."""
+    own = [line for line in stage_lines(Path(path).read_text(errors="replace")) if line.strip()]
+    shown = own[-lines:]
+    errors = [line for line in own if line.startswith("error:")]
+    if errors and (not shown or shown[-1] != errors[-1]):
+        shown.append(errors[-1])
+    return shown
+
+
 def report_failure(job: submitit.Job, args: argparse.Namespace, state: str, reason: str) -> None:
+    """Why the job failed, then the stage command's own last error lines (its ``error: ...`` line
+    last), so that the end of the rule's log is the stage's message, not the launcher's traceback."""
     print(
         f"[llara.launch] {args.cluster} job {job.job_id} ({args.name}) failed, state {state}: {reason}",
         file=sys.stderr,
@@ -312,8 +351,20 @@ def report_failure(job: submitit.Job, args: argparse.Namespace, state: str, reas
         print(f"[llara.launch] details: sacct -j {job.job_id}; logs in {args.folder}", file=sys.stderr)
     folder = job.paths.folder
     logs = [folder / f"{job.job_id}_{t}_log.err" for t in range(args.tasks)]
-    for path in [p for p in logs if p.exists() and p.stat().st_size] or logs[:1]:
-        print(f"[llara.launch] tail of {path}:\n{tail(path)}", file=sys.stderr)
+    shown = [p for p in logs if p.exists() and p.stat().st_size]
+    if not shown:
+        print(
+            f"[llara.launch] the job wrote no error output ({logs[0]} is empty or missing)", file=sys.stderr
+        )
+    for path in shown:
+        own = stage_error_tail(path)
+        if not own:
+            print(f"[llara.launch] the stage printed no error output ({path})", file=sys.stderr)
+            continue
+        print(f"[llara.launch] the stage's error output, last lines ({path}):", file=sys.stderr)
+        for line in own:
+            print(line, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def cancel_and_wait(job: submitit.Job, cluster: str, wait_s: float) -> None:
@@ -497,14 +548,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+USAGE = "python -m llara.launch [options] -- COMMAND ...  (the stage command after --; --help: the options)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is one ``error: ...`` line (exit status 2 through :func:`llara.io.cli_main`),
+    not argparse's usage block."""
+
+    def error(self, message: str):
+        raise DataError(f"{message}; usage: {USAGE}")
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        raise SystemExit(
-            "usage: python -m llara.launch [options] -- COMMAND ...  (the stage command after --)"
-        )
+        if {"-h", "--help"} & set(argv):
+            argv.append("--")  # --help needs no command
+        else:
+            raise DataError(f"no stage command; usage: {USAGE}")
     split = argv.index("--")
-    p = argparse.ArgumentParser(prog="python -m llara.launch", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m llara.launch", description=__doc__.split("\n")[0])
     p.add_argument("--name", required=True, help="job name (rule and wildcards)")
     p.add_argument("--cluster", choices=CLUSTERS, default="local")
     p.add_argument("--folder", type=Path, required=True, help="submitit folder for the job's logs")
@@ -573,9 +636,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.command = argv[split + 1 :]
     if not args.command:
         p.error("no command after --")
+    for name in ("tasks", "time_min"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("gpus", "cpus", "mem_gb"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     return args
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     return run(parse(argv))
 

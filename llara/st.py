@@ -37,9 +37,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -49,7 +47,7 @@ import torch
 from sentence_transformers.base.modules.input_module import InputModule
 
 from llara.grid import KINDS, PROMPT_STYLES, check_choice
-from llara.io import BAD_INPUT, DataError, cli_main, make_shareable_dir
+from llara.io import BAD_INPUT, DataError, atomic_folder, cli_main
 from llara.layout import PromptLayout, layout_flags
 from llara.model import LlaraModel, adapter_base_path, load_tokenizer
 
@@ -318,25 +316,12 @@ def export(
             **layout_overrides,
         )
         layout, ref = model[0].layout, None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
-    try:
+    with atomic_folder(output, overwrite=overwrite) as tmp:
         if reference:
             write_reference(tmp, layout, ref, default_role, allow_untrained_slots)
         else:
             model.save_pretrained(str(tmp), create_model_card=False)
         (tmp / "README.md").write_text(card(layout, ref or checkpoint.name, ref))
-        make_shareable_dir(tmp)
-        if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
-            os.replace(output, old / "model")
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output
 
 

@@ -64,17 +64,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llara.io import DataError, atomic_path, atomic_write_json, write_config
+from llara.io import DataError, atomic_folder, atomic_path, atomic_write_json, cli_main, write_config
 
 # ---------------------------------------------------------------------------------------------
 # Vocabulary. Template slots: {S}/{s} the subject (description or pronoun), {D}/{d} the
@@ -582,22 +577,6 @@ def write_article(seed: int, e: Entity, pools: _Pools, omit_rate: float = 0.15) 
 # ---------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield ``<path>.partial``; on success replace ``path`` with it (a half-written folder never has the final name)."""
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(partial, path)
-
-
 def _url(title: str) -> str:
     return "https://synthetic.invalid/wiki/" + title.replace(" ", "_")
 
@@ -670,7 +649,7 @@ def write_beir(
             {"_id": qid, "text": cand.query, "metadata": {"answer": cand.answer, "relation": cand.relation}}
         )
         qrels["train" if i < n_train else "test"].append(f"{qid}\t{doc_id}\t1\n")
-    with atomic_dir(out) as tmp:
+    with atomic_folder(out, overwrite=True) as tmp:  # a rerun replaces the folder
         _jsonl(tmp / "corpus.jsonl", corpus)
         _jsonl(tmp / "queries.jsonl", queries)
         (tmp / "qrels").mkdir()
@@ -705,7 +684,7 @@ def generate(
     set about the pre-training group (each output only where a path is given: the world is the same
     whichever are written); returns the resolved config."""
     if not (articles_out or beir_out or pretrain_beir_out):
-        raise ValueError("nothing to write: give --articles-out, --beir-out and/or --pretrain-beir-out")
+        raise DataError("nothing to write: give --articles-out, --beir-out and/or --pretrain-beir-out")
     for name, value, low in (
         ("n_articles", n_articles, 2),
         ("n_corpus_articles", n_corpus_articles, 2),
@@ -714,7 +693,7 @@ def generate(
         ("n_pretrain_queries", n_pretrain_queries, 1 if pretrain_beir_out else 0),
     ):
         if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+            raise DataError(f"{name} must be >= {low}, got {value}; raise --{name.replace('_', '-')}")
     world = make_world(seed, n_articles, n_corpus_articles)
     pools = _Pools(world)
     articles = [write_article(seed, e, pools) for e in world]
@@ -756,6 +735,7 @@ def generate(
     return config
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m llara.synthetic", description="Seeded synthetic encyclopedia + BEIR set."
@@ -781,21 +761,17 @@ def main(argv: list[str] | None = None) -> int:
         "--n-pretrain-queries", type=int, default=3000, help="its queries (with --pretrain-beir-out)"
     )
     a = p.parse_args(argv)
-    try:
-        config = generate(
-            a.seed,
-            a.articles_out,
-            a.beir_out,
-            a.n_articles,
-            a.n_corpus_articles,
-            a.n_train_queries,
-            a.n_test_queries,
-            a.pretrain_beir_out,
-            a.n_pretrain_queries,
-        )
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = generate(
+        a.seed,
+        a.articles_out,
+        a.beir_out,
+        a.n_articles,
+        a.n_corpus_articles,
+        a.n_train_queries,
+        a.n_test_queries,
+        a.pretrain_beir_out,
+        a.n_pretrain_queries,
+    )
     print(json.dumps(config["counts"]))
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from llara.io import BAD_INPUT, DataError, atomic_write_json, code_version, jsonable
+from llara.io import BAD_INPUT, DataError, atomic_folder, atomic_write_json, code_version, jsonable
 
 CONFIG_NAME = "llara_config.json"
 log = logging.getLogger("llara.training")
@@ -86,9 +85,10 @@ def last_checkpoint(checkpoints: Path) -> str | None:
 
 
 def finalize_output(output: str | Path, final: Path, config: dict[str, Any]) -> None:
-    """Write the config into ``final``, move it to ``output`` and drop ``<output>.partial``."""
-    atomic_write_json(final / CONFIG_NAME, jsonable(config))
-    os.replace(final, output)
+    """Write the config into ``final`` (filled by every rank), move it to ``output`` and drop
+    ``<output>.partial``."""
+    with atomic_folder(output, staged=final) as folder:
+        atomic_write_json(folder / CONFIG_NAME, jsonable(config))
     shutil.rmtree(work_dir(output), ignore_errors=True)
 
 

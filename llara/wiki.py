@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import tempfile
 import time
 from array import array
@@ -59,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from llara.io import DataError, atomic_path, iter_jsonl, write_config
+from llara.io import DataError, atomic_path, cli_main, iter_jsonl, write_config
 
 REQUIRED_COLUMNS = ("title", "text")
 WIKI_COLUMNS = ("id", "url", "title", "text")
@@ -220,7 +219,7 @@ def split_sentences(text: str) -> list[str]:
 def chunk_words_of(sentences: Iterable[str], chunk_words: int) -> list[list[str]]:
     """Greedy sentence packing into word lists of at most ``chunk_words`` words."""
     if chunk_words < 1:
-        raise ValueError(f"chunk_words must be >= 1, got {chunk_words}")
+        raise DataError(f"chunk_words must be >= 1, got {chunk_words}; raise --chunk-words")
     chunks: list[list[str]] = []
     current: list[str] = []
     for sentence in sentences:
@@ -354,7 +353,12 @@ def build_pairs(
     """
     t0 = time.perf_counter()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"{output}: cannot create its folder ({exc.strerror or exc}); pick another --output"
+        ) from None
     counter = _Counter()
     articles = counter.articles_of(iter_articles(source, max_articles))
     pairs = counter.pairs_of(iter_pairs(articles, chunk_words, title_prefix, min_chunk_words))
@@ -377,6 +381,12 @@ def build_pairs(
                 rows_written += 1
                 if max_rows is not None and rows_written >= max_rows:
                     break
+        if not rows_written:  # nothing to pre-train on: fail before the empty file takes the name
+            raise DataError(
+                f"{source}: no pairs: {counter.articles} article(s) read, none long enough for two chunks "
+                f"(--chunk-words {chunk_words}, --min-chunk-words {min_chunk_words}); give a source with "
+                "longer articles, or lower --chunk-words / --min-chunk-words"
+            )
     config = {
         "stage": "llara.wiki",
         "args": {
@@ -419,6 +429,7 @@ def _positive_or_none(value: str) -> int | None:
     return n or None
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llara.wiki", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -451,21 +462,17 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.chunk_words < 1:
         p.error("--chunk-words must be >= 1")
-    try:
-        config = build_pairs(
-            source=a.source,
-            output=a.output,
-            chunk_words=a.chunk_words,
-            max_articles=a.max_articles,
-            max_rows=a.max_rows,
-            seed=a.seed,
-            shuffle=a.shuffle,
-            title_prefix=a.title_prefix,
-            min_chunk_words=a.min_chunk_words,
-        )
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = build_pairs(
+        source=a.source,
+        output=a.output,
+        chunk_words=a.chunk_words,
+        max_articles=a.max_articles,
+        max_rows=a.max_rows,
+        seed=a.seed,
+        shuffle=a.shuffle,
+        title_prefix=a.title_prefix,
+        min_chunk_words=a.min_chunk_words,
+    )
     print(json.dumps({"output": str(a.output), **config["counts"], "elapsed_s": config["elapsed_s"]}))
     return 0
 

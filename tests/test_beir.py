@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import threading
 import zipfile
 from pathlib import Path
@@ -144,7 +145,7 @@ def test_check_cli_names_file_line_and_byte_offset_of_non_utf8(tmp_path, capsys,
     )
     path.write_bytes(b"".join(lines))
     offset = len(lines[0]) + lines[1].index(b"\xff")
-    assert beir.main(["check", "--beir-dir", str(root), "--split", "test"]) == 1
+    assert beir.main(["check", "--beir-dir", str(root), "--split", "test"]) == 2
     captured = capsys.readouterr()
     assert f"{path}:2: not UTF-8: byte 0xff at byte offset {offset} of the file" in captured.err
     assert "Traceback" not in captured.err and captured.out == ""
@@ -176,7 +177,7 @@ def test_check_cli(tmp_path, capsys):
     root = write_folder(tmp_path / "d")
     assert beir.main(["check", "--beir-dir", str(root), "--split", "test"]) == 0
     assert json.loads(capsys.readouterr().out)["queries_judged"] == 2
-    assert beir.main(["check", "--beir-dir", str(root), "--split", "dev"]) == 1
+    assert beir.main(["check", "--beir-dir", str(root), "--split", "dev"]) == 2
     assert "available splits" in capsys.readouterr().err
 
 
@@ -299,7 +300,7 @@ def test_http_error_and_foreign_folder(tmp_path, server):
 
 
 def test_unknown_name_lists_known_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown BEIR dataset 'scifacts'; known: .*nfcorpus.*scifact"):
+    with pytest.raises(DataError, match=r"unknown BEIR dataset 'scifacts'; known: .*nfcorpus.*scifact"):
         download_beir("scifacts", tmp_path)
     assert BEIR_MD5["scifact"] == "5f7d1de60b170fc8027bb7898e2efca1"
 
@@ -316,7 +317,7 @@ def test_download_cli(tmp_path, server, capsys):
         "--url",
         server["base"] + "/scifact.zip",
     ]
-    assert beir.main(argv) == 1  # the published md5 of the real archive does not match our tiny zip
+    assert beir.main(argv) == 2  # the published md5 of the real archive does not match our tiny zip
     assert "checksum mismatch" in capsys.readouterr().err
     assert beir.main([*argv, "--md5", hashlib.md5(data).hexdigest()]) == 0
     assert Path(capsys.readouterr().out.strip()) == tmp_path / "scifact"
@@ -364,3 +365,38 @@ def test_atomic_write_keeps_the_old_file_on_failure_and_follows_the_umask(tmp_pa
         tmp.write_text("half")
         raise RuntimeError("crash while writing")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_atomic_folder_renames_when_complete_and_removes_a_failed_one(tmp_path):
+    """One helper for the folders written atomically (synthetic, beir, basemodel; st and training)."""
+    from llara.io import atomic_folder, current_umask
+
+    dest = tmp_path / "sub" / "out"
+    with atomic_folder(dest) as tmp:
+        assert tmp.parent == dest.parent and tmp.name.endswith(".partial") and not dest.exists()
+        (tmp / "a.txt").write_text("one")
+    assert (dest / "a.txt").read_text() == "one" and os.listdir(dest.parent) == ["out"]
+    assert (dest.stat().st_mode & 0o777) == 0o777 & ~current_umask()  # not mkdtemp's 0700
+    with pytest.raises(DataError, match="out exists; delete it"), atomic_folder(dest):
+        pass
+    with pytest.raises(RuntimeError), atomic_folder(dest, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("half")
+        raise RuntimeError("crash while writing")
+    assert os.listdir(dest) == ["a.txt"] and os.listdir(dest.parent) == ["out"]  # old one kept
+    with atomic_folder(dest, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert os.listdir(dest) == ["b.txt"] and os.listdir(dest.parent) == ["out"]  # swapped, old gone
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "s", staged=staged):
+        raise RuntimeError("crash")
+    assert staged.is_dir() and not (tmp_path / "s").exists()  # the caller's folder is left in place
+    with atomic_folder(tmp_path / "s", staged=staged) as tmp:
+        assert tmp == staged
+    assert (tmp_path / "s").is_dir() and not staged.exists()
+    (tmp_path / "file").write_text("x")
+    with (
+        pytest.raises(DataError, match="cannot create a folder there"),
+        atomic_folder(tmp_path / "file" / "o"),
+    ):
+        pass

@@ -71,6 +71,50 @@ def test_failed_job_fails_with_error_tail(tmp_path, capsys):
     assert "failed" in err and "about to fail" in err
 
 
+def test_failed_job_ends_with_the_stages_own_error_line(tmp_path):
+    """The rule's log (the launcher's output) ends with the stage's `error: ...` line, and holds no
+    traceback of the launcher (submitit's StageFailed), which used to bury it (issue 18, item 11)."""
+    stage = (
+        "import sys; print('warning: a few empty texts', file=sys.stderr); "
+        "print('error: data.jsonl:3: malformed JSON; fix the line', file=sys.stderr); "
+        "print('closing remark', file=sys.stderr); raise SystemExit(2)"
+    )
+    cmd = [PY, "-m", "llara.launch", "--name", "bad", "--folder", str(tmp_path / "jobs"), "--poll-s", "0.2",
+           "--", PY, "-c", stage]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1
+    assert lines[-1] == "error: data.jsonl:3: malformed JSON; fix the line"
+    assert "failed, state" in lines[0] and "the stage command exited with status 2" in lines[0]
+    assert "warning: a few empty texts" in lines and "closing remark" in lines
+    assert "Traceback" not in done.stderr and "StageFailed" not in done.stderr
+    assert "submitit" not in done.stderr
+
+
+def test_stage_lines_drop_submitit_and_its_traceback_only():
+    from llara.launch import stage_lines
+
+    log = """starting
+Traceback (most recent call last):
+  File "x.py", line 1, in <module>
+ValueError: the stage's own crash
+submitit WARNING (2026-01-01 00:00:00,000) - Bypassing signal SIGCONT
+submitit ERROR (2026-01-01 00:00:01,000) - Submitted job triggered an exception
+Traceback (most recent call last):
+  File "/x/submitit/core/_submit.py", line 11, in <module>
+    submitit_main()
+llara.launch.StageFailed: the stage command exited with status 1: python x.py
+after a requeue
+"""
+    assert stage_lines(log) == [
+        "starting",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "ValueError: the stage's own crash",
+        "after a requeue",
+    ]
+
+
 def test_two_tasks_get_a_distributed_environment(tmp_path):
     script = (
         "import os; r=os.environ['RANK']; open(os.path.join({d!r}, 'rank'+r), 'w')"
@@ -130,8 +174,12 @@ def test_sigint_cancels_the_job(tmp_path):
 
 
 def test_usage_errors():
-    with pytest.raises(SystemExit, match="the stage command after --"):
+    from llara.io import DataError
+
+    with pytest.raises(DataError, match="the stage command after --"):
         parse(["--name", "x", "--folder", "f"])
+    with pytest.raises(DataError, match="--tasks must be >= 1"):
+        parse(["--name", "x", "--folder", "f", "--tasks", "0", "--", "echo"])
     args = parse(
         [
             "--name",

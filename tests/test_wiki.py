@@ -330,3 +330,16 @@ def test_cli(small_parquet, tmp_path, capsys):
     assert main(["--source", str(tmp_path / "missing.parquet"), "--output", str(tmp_path / "o.jsonl")]) == 2
     assert "missing.parquet: not found" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_source_without_pairs_is_an_error_and_writes_nothing(tmp_path):
+    """An empty source, or one whose articles are all one chunk, is bad input (exit 2), not an empty
+    pairs file that adaptation would fail on later."""
+    out = tmp_path / "pairs.jsonl"
+    for rows, shuffle in (([], True), ([{"id": "1", "title": "A", "text": "One short sentence."}], False)):
+        src = tmp_path / "src.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(DataError, match=rf"{src}: no pairs: {len(rows)} article\(s\) read"):
+            build_pairs(src, out, chunk_words=480, shuffle=shuffle)
+        assert not out.exists() and not (tmp_path / "pairs.jsonl.config.json").exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["src.jsonl"]

@@ -494,6 +494,11 @@ sys.path.insert(0, str(REPO / "workflow"))
 import run_end  # noqa: E402
 
 STARTED = time.time()  # a main table older than this was not rebuilt by this run
+# a run with nothing to do prints the tables it would have made, too (Snakemake calls no onsuccess then)
+run_end.watch_nothing_to_be_done(
+    lambda: run_end.success_message(".", MAIN_TABLE, TABLES, STARTED, nothing_done=True),
+    dry_run=lambda: workflow.dryrun,
+)
 
 
 def on_success(log):
