@@ -109,12 +109,11 @@ def test_adaptation_writes_the_variants_prompt_layout(
     assert saved["style"] == "released"
 
 
-def test_finetuning_refuses_slots_adaptation_never_trained(tiny_model_dir, tmp_path):
+def test_finetuning_refuses_slots_adaptation_never_trained(tiny_model_dir, tmp_path, capsys):
     adapted = adapt_variant(tiny_model_dir, tmp_path, "ebae")
-    with pytest.raises(
-        ValueError, match="query prompt 'ebar' uses slots this model's adaptation never trained"
-    ):
-        finetune_run(adapted, tmp_path, "bad", "--query_prompt", "ebar")
+    finetune_run(adapted, tmp_path, "bad", "--query_prompt", "ebar")  # bad input: one line, exit 2
+    assert "query prompt 'ebar' uses slots this model's adaptation never trained" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     out = finetune_run(adapted, tmp_path, "ok")  # the layout's prompts: EBAE for both
     layout = PromptLayout.read(out)
     assert (layout.query_prompt, layout.passage_prompt) == ("ebae", "ebae")
