@@ -71,7 +71,7 @@ Result = dict[str, Any]  # labels (KEY + model, prompts, source) plus "metrics",
 
 STAGE_PATH = re.compile(r"(?:^|/)benchmarks/(?P<stage>[^/]+)/")
 SYSTEM = ["variant", "prompt_style", "seed", "stage", "negatives"]  # a cost row: one trained system
-COST_STAGES = ("adapt", "finetune")
+COST_STEPS = ("adapt", "finetune")  # pipeline steps whose jobs the cost table counts
 
 
 def path_labels(path: str | os.PathLike, strict: bool = True) -> dict[str, Any]:
@@ -601,8 +601,8 @@ def load_benchmark(path: str | os.PathLike) -> dict[str, Any]:
     labels = path_labels(path)
     rec = {
         **labels,
-        "stage": m["stage"],  # the job's stage (adapt, finetune, encode_corpus...)
-        "system_stage": labels["stage"],  # the system's (zeroshot, finetuned, -) from the path
+        "step": m["stage"],  # the job's pipeline step (adapt, finetune, encode_corpus...); "stage" is the
+        # system's evaluation stage (zeroshot, finetuned, -) from the path
         "wall_hours": wall_s / 3600,
         "cpu_hours": None if cpu_s is None else cpu_s / 3600,
         "max_rss_mb": _number(row.get("max_rss")),
@@ -672,21 +672,21 @@ def cost_table(
             row.setdefault("_values", {})[(r["dataset"], r["split"])] = float(r["metrics"][metric])
     for f in benchmarks:
         b = load_benchmark(f)
-        if b["stage"] not in COST_STAGES:
+        if b["step"] not in COST_STEPS:
             continue
         for key, row in systems.items():
             if not _charged(b, dict(zip(SYSTEM, key, strict=True))):
                 continue  # another system, or a system not in these metrics (a variant left out of the grid)
             for field in ("gpu_hours", "cpu_hours", "wall_hours", "max_rss_mb", "gpus"):
-                name = f"{b['stage']}_{field}"
+                name = f"{b['step']}_{field}"
                 old = row.get(name)
                 if field == "max_rss_mb" or field == "gpus":
                     row[name] = b[field] if old is None else max(old, b[field] or 0)
                 else:  # several benchmarks of one stage (shards): hours add up
                     row[name] = b[field] if old is None or b[field] is None else old + b[field]
-            row[f"{b['stage']}_cost_source"] = b["cost_source"]
+            row[f"{b['step']}_cost_source"] = b["cost_source"]
             if b["note"] and b["cost_source"] != "benchmark+launcher":
-                row[f"{b['stage']}_note"] = b["note"]
+                row[f"{b['step']}_note"] = b["note"]
     speed = encode_throughput(encode_meta)
     datasets = {d for row in systems.values() for d in row.get("_values", {})}
     out = []
@@ -696,9 +696,9 @@ def cost_table(
         row["encode_passages_per_s"] = speed.get(key, np.nan)
         out.append(row)
     cols = [*SYSTEM, *PROMPTS, metric, "encode_passages_per_s"]
-    for stage in COST_STAGES:
-        cols += [f"{stage}_{f}" for f in ("gpus", "gpu_hours", "cpu_hours", "wall_hours", "max_rss_mb")]
-        cols += [f"{stage}_cost_source", f"{stage}_note"]
+    for step in COST_STEPS:
+        cols += [f"{step}_{f}" for f in ("gpus", "gpu_hours", "cpu_hours", "wall_hours", "max_rss_mb")]
+        cols += [f"{step}_cost_source", f"{step}_note"]
     order = variant_order(r["variant"] for r in out)
     table = pd.DataFrame(out, columns=cols)
     table["_o"] = [
@@ -711,7 +711,7 @@ def _charged(bench: dict[str, Any], system: dict[str, Any]) -> bool:
     """Whether a benchmark's job is part of a system's cost (see :func:`cost_table`)."""
     if any(bench[k] != system[k] for k in ("variant", "prompt_style", "seed")):
         return False
-    if bench["stage"] == "adapt":
+    if bench["step"] == "adapt":
         return True
     if system["stage"] == "zeroshot":
         return False
@@ -720,7 +720,7 @@ def _charged(bench: dict[str, Any], system: dict[str, Any]) -> bool:
 
 def uses_gpus(cost: pd.DataFrame) -> bool:
     """Whether any adaptation or fine-tuning job had GPUs: the cost unit is then the GPU-hour."""
-    cols = [f"{s}_gpu_hours" for s in COST_STAGES if f"{s}_gpu_hours" in cost]
+    cols = [f"{s}_gpu_hours" for s in COST_STEPS if f"{s}_gpu_hours" in cost]
     return bool(cols) and bool((cost[cols].astype(float).fillna(0) > 0).any().any())
 
 

@@ -332,7 +332,7 @@ def test_local_job_record_and_snakemake_benchmark_feed_the_cost_table(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     b = load_benchmark(tmp_path / targets[1])
-    assert (b["stage"], b["variant"], b["prompt_style"], b["seed"]) == ("adapt", "joint", "released", 0)
+    assert (b["step"], b["variant"], b["prompt_style"], b["seed"]) == ("adapt", "joint", "released", 0)
     bench = pd.read_csv(tmp_path / targets[1], sep="\t")  # Snakemake's own numbers: the whole process tree
     assert bench["s"].item() > 1.5 and bench["max_rss"].item() > 150  # the job's child process is seen
     assert 0.9 < bench["cpu_time"].item()  # sampled every 0.5 s: at most the last half second is missed
