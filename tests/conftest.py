@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,22 @@ def slotted_model_dir(tokenizer_dirs, tmp_path_factory) -> Path:
     tiny_model("llama", vocab_size=len(tok), seed=1).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+# ---- stage CLIs run as the workflow runs them -------------------------------------------------------
+def run_cli(stage: str, *args, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """``python -m llara.<stage> ARGS`` in a fresh interpreter (offline), its output captured."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", f"llara.{stage}", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False, cwd=cwd)
+
+
+def assert_bad_input(done: subprocess.CompletedProcess, *names) -> str:
+    """The CLI exited with status 2 (bad input), no traceback, one ``error:`` line naming ``names``."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    for name in names:
+        assert str(name) in errors[0], (name, errors[0])
+    return errors[0]

@@ -4,13 +4,10 @@ through ``python -m llara.adapt``: exit status 2, one ``error:`` line, no traceb
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import pretrain_rows, shared_path, write_jsonl
+from conftest import assert_bad_input, pretrain_rows, run_cli, shared_path, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,24 +34,6 @@ COMMON = [
     "1e-3",
     "--use_cpu",
 ]
-
-
-def run_cli(stage: str, *args) -> subprocess.CompletedProcess:
-    """``python -m llara.<stage> ARGS`` in a fresh interpreter (offline), its output captured."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", f"llara.{stage}", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
-
-
-def one_line_error(done: subprocess.CompletedProcess, *names) -> str:
-    """The CLI exited with status 2 (bad input), no traceback, one ``error:`` line naming ``names``."""
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, done.stderr[-3000:]
-    for name in names:
-        assert str(name) in errors[0], errors[0]
-    return errors[0]
 
 
 def run(tiny_model_dir, train, out, *extra):
@@ -231,9 +210,9 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(tiny_model_dir, tmp_path, c
     args = ["--model_name_or_path", tiny_model_dir, "--train_file", train, "--output_dir", tmp_path / "out"]
     done = run_cli("adapt", *args, "--variant", "joint", "--max_steps", steps, *COMMON)
     if case == "max_steps 0":
-        one_line_error(done, "--max_steps must be a positive number of steps, or -1", "got 0")
+        assert_bad_input(done, "--max_steps must be a positive number of steps, or -1", "got 0")
     else:
-        one_line_error(
+        assert_bad_input(
             done, train, "malformed JSON" if case == "truncated last line" else "the file is empty"
         )
     assert not (tmp_path / "out").exists()

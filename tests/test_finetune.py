@@ -178,23 +178,23 @@ def broken_model(kind: str, tiny_model_dir, tmp_path):
     ],
 )
 def test_cli_model_that_cannot_load_is_one_line(tiny_model_dir, tmp_path, kind, message):
-    from test_adapt import one_line_error, run_cli
+    from conftest import assert_bad_input, run_cli
 
     model, named = broken_model(kind, tiny_model_dir, tmp_path)
     train = write_jsonl(tmp_path / "ft.jsonl", rows(2))
     args = ["--model_name_or_path", model, "--train_file", train, "--output_dir", tmp_path / "out"]
     done = run_cli("finetune", *args, "--max_steps", "1", "--prompt_style", "paper", *COMMON)
-    one_line_error(done, named, message)
+    assert_bad_input(done, named, message)
 
 
 def test_cli_empty_positive_list_is_one_line(tiny_model_dir, tmp_path):
-    from test_adapt import one_line_error, run_cli
+    from conftest import assert_bad_input, run_cli
 
     bad = rows(2)
     bad[0]["pos"] = []
     train = write_jsonl(tmp_path / "ft.jsonl", bad)
     args = ["--model_name_or_path", tiny_model_dir, "--train_file", train, "--output_dir", tmp_path / "out"]
-    one_line_error(run_cli("finetune", *args, "--max_steps", "1", *COMMON), train, "row 1 has an empty 'pos'")
+    assert_bad_input(run_cli("finetune", *args, "--max_steps", "1", *COMMON), train, "row 1 has an empty 'pos'")
     assert not (tmp_path / "out").exists()
 
 

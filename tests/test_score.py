@@ -7,13 +7,12 @@ import json
 import math
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytrec_eval
+from conftest import assert_bad_input, run_cli
 
 from llara import score as score_mod
 from llara.runs import write_trec_run
@@ -410,30 +409,12 @@ def test_score_takes_the_prompts_from_the_encoding(tmp_path, capsys):
 # issue 18 through the CLI: exit 2, one error line naming the file, no traceback
 
 
-def cli(stage: str, *args) -> subprocess.CompletedProcess:
-    """``python -m llara.<stage> ARGS`` in a fresh interpreter, as the workflow runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", f"llara.{stage}", *map(str, args)],
-        capture_output=True, text=True, check=False, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-
-
-def assert_bad_input(done: subprocess.CompletedProcess, *names) -> str:
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, done.stderr
-    for name in names:
-        assert str(name) in errors[0], (name, errors[0])
-    return errors[0]
-
-
 def test_score_cli_refuses_a_non_finite_score(tmp_path):
     qrels = write_qrels(tmp_path / "test.tsv", QRELS)
     run = tmp_path / "run.trec"
     run.write_text("q1 Q0 d1 1 0.9 t\nq1 Q0 d2 2 nan t\n")
     out = tmp_path / "m.json"
-    done = cli("score", "--qrels", qrels, "--run", run, "--output", out)
+    done = run_cli("score", "--qrels", qrels, "--run", run, "--output", out)
     assert_bad_input(done, f"{run}:2: score 'nan' is not finite")
     assert not out.exists()
 
@@ -469,7 +450,7 @@ def test_a_run_cut_at_a_line_boundary_fails(tmp_path, capsys):
     lines = run.read_text().splitlines(keepends=True)
     run.write_text("".join(line for line in lines if not line.startswith("q3 ")))  # the last query cut off
     out.unlink()
-    done = cli("score", "--qrels", qrels, "--run", run, "--output", out)
+    done = run_cli("score", "--qrels", qrels, "--run", run, "--output", out)
     error = assert_bad_input(done, run, "holds 2 queries but the search wrote 3", f"{run}.stats.json")
     assert "cut short" in error and not out.exists()
     # without the stats file, --expect-queries says it; without either, the judged query missing from

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_bad_input, run_cli
 
 from llara import search
 from llara.encode import encode_shard
@@ -201,25 +199,6 @@ def test_a_non_finite_score_is_not_written(tmp_path):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(stage: str, *args) -> subprocess.CompletedProcess:
-    """``python -m llara.<stage> ARGS`` in a fresh interpreter, as the workflow runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", f"llara.{stage}", *map(str, args)],
-        capture_output=True, text=True, check=False, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-
-
-def assert_bad_input(done: subprocess.CompletedProcess, *names) -> str:
-    """Exit status 2, one ``error:`` line naming each of ``names``, no traceback."""
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, done.stderr
-    for name in names:
-        assert str(name) in errors[0], (name, errors[0])
-    return errors[0]
-
-
 def write_encodings(folder: Path, num_shards: int = 2) -> str:
     rng = np.random.default_rng(5)
     c, q = unit(rng, 20), unit(rng, 5)
@@ -238,7 +217,7 @@ def test_search_cli_refuses_non_finite_vectors(tmp_path):
     vecs[3, 0] = np.nan
     write_shard(paths, ids, vecs, json.loads(paths["meta"].read_text()))
     out = tmp_path / "run.trec"
-    done = cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", out, "--tag", "t", "--cpu")
+    done = run_cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", out, "--tag", "t", "--cpu")
     error = assert_bad_input(
         done, paths["embeddings"], "row 3 (id 'd13') of corpus shard 1 of 2", "non-finite"
     )
@@ -284,6 +263,6 @@ def test_search_cli_on_a_truncated_shard_exits_2_naming_it(tmp_path):
     npy = shard_paths(emb, "queries", 0, 1)["embeddings"]
     npy.write_bytes(npy.read_bytes()[:-8])
     out = tmp_path / "run.trec"
-    done = cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", out, "--tag", "t", "--cpu")
+    done = run_cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", out, "--tag", "t", "--cpu")
     error = assert_bad_input(done, npy, "mmap length is greater than file size")
     assert "snakemake --forcerun encode_queries" in error and not out.exists()
