@@ -479,7 +479,9 @@ def test_cli_end_to_end(tmp_path, files, capsys):
     )
     deltas_csv = pd.read_csv(out / "deltas.csv")
     assert set(deltas_csv["metric"]) == {"recall@100"}
-    assert main(["--metrics", str(tmp_path / "missing.json"), "--output-dir", str(out)]) == 2  # bad input: io.BAD_INPUT
+    assert (
+        main(["--metrics", str(tmp_path / "missing.json"), "--output-dir", str(out)]) == 2
+    )  # bad input: io.BAD_INPUT
     assert "missing.json" in capsys.readouterr().err
 
 
