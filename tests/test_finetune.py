@@ -194,7 +194,9 @@ def test_cli_empty_positive_list_is_one_line(tiny_model_dir, tmp_path):
     bad[0]["pos"] = []
     train = write_jsonl(tmp_path / "ft.jsonl", bad)
     args = ["--model_name_or_path", tiny_model_dir, "--train_file", train, "--output_dir", tmp_path / "out"]
-    assert_bad_input(run_cli("finetune", *args, "--max_steps", "1", *COMMON), train, "row 1 has an empty 'pos'")
+    assert_bad_input(
+        run_cli("finetune", *args, "--max_steps", "1", *COMMON), train, "row 1 has an empty 'pos'"
+    )
     assert not (tmp_path / "out").exists()
 
 
