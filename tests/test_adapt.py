@@ -201,6 +201,7 @@ def test_bad_inputs_name_file_line_and_field(tiny_model_dir, tmp_path, capsys):
         validate_jsonl(bad, PRETRAIN_FIELDS)
 
 
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
 @pytest.mark.parametrize("case", ["truncated last line", "empty file", "max_steps 0"])
 def test_cli_bad_input_is_one_line_and_exit_status_2(tiny_model_dir, tmp_path, case):
     rows = "".join(json.dumps(r) + "\n" for r in pretrain_rows(2))

@@ -241,6 +241,7 @@ def test_cli_writes_atomically_and_refuses_to_clobber(slotted_model_dir, tmp_pat
     np.testing.assert_allclose(model.encode_query(["music"], convert_to_numpy=True), p, atol=1e-6)
 
 
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
 def test_cli_export_names_the_package_class_and_loads_in_a_fresh_interpreter(slotted_model_dir, tmp_path):
     """``python -m llara.st`` runs st.py as __main__: the modules.json it writes must still name
     ``llara.st.LlaraSTModule`` (a class of ``__main__`` cannot be imported by whoever loads the folder)."""

@@ -665,6 +665,7 @@ def test_rules_run_the_python_that_runs_snakemake(tmp_path):
     assert (tmp_path / "w" / "results" / "tables" / "long.parquet").is_file()
 
 
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
 def test_a_local_dataset_is_an_input_so_editing_it_reruns_its_scores(tmp_path):
     """source: path: the folder's files are rule inputs; cutting its qrels to 3 queries reruns BM25's
     score (and the tables) instead of "Nothing to be done"."""
