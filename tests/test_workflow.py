@@ -557,9 +557,15 @@ def test_micro_grid_runs_end_to_end_and_reruns_what_changed(micro_grid):
     with open(repo / "llara" / "tables.py", "a") as fh:
         fh.write("\n# a change to the tables stage\n")
     assert run(micro_config()) == {"tables": 1, "all": 1, "total": 2}
-    # search is imported by mining, BM25 and scoring too: all of them and what follows rerun
+    # the search stage is imported by no other stage: search and what follows rerun, nothing before it
     with open(repo / "llara" / "search.py", "a") as fh:
         fh.write("\n# a change to the search stage\n")
+    counts = run(micro_config())
+    assert counts["search"] == 8 and counts["score"] == 8
+    assert not {"mine_bm25", "bm25", "encode_corpus", "finetune"} & set(counts)
+    # the TREC run format is read by mining, BM25, search and scoring: all of them and what follows rerun
+    with open(repo / "llara" / "runs.py", "a") as fh:
+        fh.write("\n# a change to the run format\n")
     counts = run(micro_config())
     assert counts["search"] == 8 and counts["mine_bm25"] == 1 and counts["bm25"] == 1
     assert "adapt" not in counts and "base_model" not in counts
