@@ -20,6 +20,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import hashlib
 import json
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from llara.io import (
     DataError,
     atomic_folder,
@@ -47,6 +50,7 @@ from llara.io import (
     format_ids,
     iter_jsonl,
     iter_lines,
+    json_error_place,
     jsonable,
     utc_now,
     warn_data,
@@ -154,6 +158,109 @@ def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     if not corpus:
         raise DataError(f"{path}: empty corpus (no documents); a BEIR corpus needs at least one row")
     return corpus
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming the corpus: a shard job keeps only its rows
+#
+# Two passes over the file, nothing of the corpus kept but an 8-byte hash per id: the first
+# (scan_corpus) parses and checks every row as load_corpus does and counts them (shard_bounds needs
+# the count); the second (read_corpus_rows) stops at the shard's end and parses only its rows. An
+# offset index would save the second pass's reading but not the first's parsing (every row must be
+# checked, as load_corpus checks it), and cannot seek in a .gz file. Duplicate ids are found by
+# sorting the hashes (a set of 8.8M id strings would be about 600 MB; the hashes are 70 MB); hashes
+# that collide are confirmed on the ids themselves by a rescan of the rows read, so an error is
+# load_corpus's own, naming the first duplicate and its first line, and a bad line after a duplicate
+# reports the duplicate, as load_corpus does.
+
+
+def _corpus_row(path: Path, lineno: int, obj: dict) -> tuple[str, str, str]:
+    """(doc id, title, text) of one corpus row, checked as load_corpus checks it."""
+    doc_id = _str_field(path, lineno, obj, "_id", required=True)
+    title = _str_field(path, lineno, obj, "title", required=False)
+    return doc_id, title, _str_field(path, lineno, obj, "text", required=True)
+
+
+def _duplicate_error(path: Path, hashes: np.ndarray) -> DataError | None:
+    """load_corpus's error for the first duplicate id among the first ``len(hashes)`` rows, or None
+    (``hashes``: ``hash(doc_id)`` of those rows, in file order)."""
+    ordered = np.sort(hashes)
+    suspects = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())  # hashes seen twice (few)
+    if not suspects:
+        return None
+    first_line: dict[str, int] = {}
+    for row, (lineno, obj) in enumerate(iter_jsonl(path)):
+        doc_id = _str_field(path, lineno, obj, "_id", required=True)
+        if hash(doc_id) in suspects:
+            if doc_id in first_line:
+                return DataError(
+                    f"{path}:{lineno}: duplicate document id {doc_id!r} (first seen on line "
+                    f"{first_line[doc_id]}); document ids must be unique"
+                )
+            first_line[doc_id] = lineno
+        if row + 1 == len(hashes):
+            break  # not into the row that stopped the scan
+    return None  # only hashes that collide
+
+
+def scan_corpus(path: str | os.PathLike) -> int:
+    """The number of documents in ``corpus.jsonl`` (or ``.jsonl.gz``, see :func:`corpus_file`),
+    every row checked with the errors :func:`load_corpus` gives (bad lines, duplicate ids, an empty
+    corpus); holds an 8-byte hash per id, not the corpus."""
+    path = corpus_file(path)
+    hashes = array.array("q")  # hash(doc_id) per row, in file order: (N,) int64
+    try:
+        for lineno, obj in iter_jsonl(path):
+            hashes.append(hash(_str_field(path, lineno, obj, "_id", required=True)))  # as load_corpus:
+            _corpus_row(path, lineno, obj)  # the id (and its duplicate) before the title and text
+    except DataError as bad_line:
+        duplicate = _duplicate_error(path, np.frombuffer(hashes, dtype=np.int64))
+        raise (duplicate or bad_line) from None  # load_corpus stops at whichever comes first
+    if not hashes:
+        raise DataError(f"{path}: empty corpus (no documents); a BEIR corpus needs at least one row")
+    n = len(hashes)
+    ordered = np.array(hashes, dtype=np.int64)
+    del hashes
+    duplicate = _duplicate_error(path, ordered)
+    if duplicate is not None:
+        raise duplicate
+    return n
+
+
+def read_corpus_rows(path: str | os.PathLike, start: int, end: int) -> tuple[list[str], list[str]]:
+    """(doc ids, passage texts as :func:`join_title_text` makes them) of documents ``[start, end)``
+    in file order, the same rows as ``list(load_corpus(path))[start:end]``; reads the file only up to
+    row ``end`` and parses only those rows (check the whole file first with :func:`scan_corpus`)."""
+    path = corpus_file(path)
+    ids: list[str] = []
+    texts: list[str] = []
+    if end <= start:
+        return ids, texts
+    row = 0
+    for lineno, line in iter_lines(path):
+        if not line.strip():  # as iter_jsonl: a blank line is no row
+            continue
+        if row >= start:
+            doc_id, title, text = _corpus_row(path, lineno, _json_object(path, lineno, line))
+            ids.append(doc_id)
+            texts.append(join_title_text(title, text))
+        row += 1
+        if row == end:
+            break  # not a line further
+    return ids, texts
+
+
+def _json_object(path: Path, lineno: int, line: str) -> dict:
+    """One JSONL line parsed, with iter_jsonl's errors."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path}:{lineno}: malformed JSON ({json_error_place(exc)}); each line must be one JSON object"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def load_queries(path: str | os.PathLike) -> dict[str, str]:

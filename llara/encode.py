@@ -18,10 +18,16 @@ LLaRA encoder takes its prompt style, query/passage prompts and lengths from the
 layout (``llara_prompt.json``), lengths it lacks being the released code's 64 (queries) / 160
 (passages). The values used, and where they came from, are written into each shard's ``.meta.json``.
 
+Storage: the vectors are computed in float32 and stored as ``--store-dtype`` (float16 by default,
+half the disk of float32; :mod:`llara.shards`), which the marker records: a shard stored in another
+dtype is recomputed. A corpus shard job streams the corpus file and keeps only its own rows
+(:func:`llara.beir.scan_corpus`, :func:`llara.beir.read_corpus_rows`), so its memory follows the
+shard, not the corpus.
+
 CLI (one shard of one side of a BEIR split; a shard already complete is skipped)::
 
     python -m llara.encode --encoder hf --model PATH --max-length 256 --beir-dir DIR --split test \\
-        --what corpus --shard 0 --num-shards 4 --output results/encode/minilm/scifact
+        --what corpus --shard 0 --num-shards 4 --output results/encode/minilm/scifact [--store-dtype float32]
 """
 
 from __future__ import annotations
@@ -56,8 +62,10 @@ from llara.io import (
 )
 from llara.pooling import pool_hidden
 from llara.shards import (
+    STORE_DTYPES,
     WHATS,
     first_non_finite_row,
+    first_overflow_row,
     shard_bounds,
     shard_paths,
     shard_problem,
@@ -430,26 +438,34 @@ def encode_shard(
     config: dict[str, Any] | None = None,
     overwrite: bool = False,
     sources: dict[str, dict[str, Any]] | None = None,
+    store_dtype: str = "float32",
+    total_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Encode rows of shard ``shard`` and write vectors (.npy), ids (.ids.json), marker (.meta.json).
+    """Encode rows of shard ``shard`` and write vectors (.npy, as ``store_dtype``), ids (.ids.json),
+    marker (.meta.json).
 
-    Returns the marker's content; a shard already complete is returned without recomputation. A
-    shard that is damaged, or (``sources``: :func:`llara.shards.source_record` of the input files,
-    recorded in the marker) made from files that changed since, is recomputed. Non-finite vectors
-    are a DataError naming the shard file and the first bad row; nothing is written then.
+    ``ids`` / ``texts`` are all rows, or, with ``total_rows``, only this shard's rows of an input of
+    ``total_rows`` (a streaming reader's; see :func:`llara.beir.read_corpus_rows`). Returns the
+    marker's content; a shard already complete is returned without recomputation. A shard that is
+    damaged, stored in another dtype, or (``sources``: :func:`llara.shards.source_record` of the input
+    files, recorded in the marker) made from files that changed since, is recomputed. Non-finite
+    vectors, and values beyond ``store_dtype``'s range, are a DataError naming the shard file and the
+    first bad row; nothing is written then. ``store_dtype`` defaults to float32 here (callers holding
+    their own expected values keep them); the CLI's ``--store-dtype`` defaults to float16.
     """
     if what not in WHATS:
         raise ValueError(f"what must be one of {WHATS}, got {what!r}")
+    if store_dtype not in STORE_DTYPES:
+        raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
     if len(ids) != len(texts):
         raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
     config = dict(config or {})
     config.update(what=what, shard=shard, num_shards=num_shards)
     paths = shard_paths(output_dir, what, shard, num_shards)
-    if not overwrite and shard_problem(paths, config, sources) is None:
+    if not overwrite and shard_problem(paths, config, sources, store_dtype) is None:
         return json.loads(paths["meta"].read_text()) | {"skipped": True}
     paths["meta"].unlink(missing_ok=True)  # the old marker goes first, so a crash leaves no stale one
-    start, end = shard_bounds(len(ids), shard, num_shards)
-    shard_ids, shard_texts = list(ids[start:end]), list(texts[start:end])
+    shard_ids, shard_texts, start, end, total = _shard_rows(ids, texts, shard, num_shards, total_rows)
     empty = [i for i, t in zip(shard_ids, shard_texts, strict=True) if not t.strip()]
     if empty:
         warn_data(
@@ -469,11 +485,19 @@ def encode_shard(
             f"nothing written. Check the model's weights ({config.get('model', 'the model')}) and --dtype "
             "(fp16 overflows where bf16 or fp32 do not)"
         )
+    big = first_overflow_row(vecs, store_dtype)
+    if big is not None:
+        raise DataError(
+            f"{paths['embeddings']}: row {big} (id {shard_ids[big]!r}, row {start + big} of all) of {what} "
+            f"shard {shard} of {num_shards} holds a value beyond {store_dtype}'s range (|x| > "
+            f"{np.finfo(store_dtype).max:g}); nothing written. Pass --store-dtype float32 (or normalise)"
+        )
     meta = {
         "rows": len(shard_ids),
         "dim": int(vecs.shape[1]) if vecs.ndim == 2 else 0,
+        "store_dtype": store_dtype,  # what the .npy holds (llara.shards)
         "row_range": [start, end],
-        "total_rows": len(ids),
+        "total_rows": total,
         "seconds": round(seconds, 3),
         "texts_per_second": round(len(shard_ids) / seconds, 2) if seconds > 0 else None,
         "empty_texts": len(empty),
@@ -486,6 +510,22 @@ def encode_shard(
     }
     write_shard(paths, shard_ids, vecs, meta)
     return meta
+
+
+def _shard_rows(
+    ids: Sequence[str], texts: Sequence[str], shard: int, num_shards: int, total_rows: int | None
+) -> tuple[list[str], list[str], int, int, int]:
+    """(this shard's ids, texts, start, end, total rows): sliced from all rows, or (``total_rows``
+    given) checked to be the shard's rows already."""
+    total = len(ids) if total_rows is None else total_rows
+    start, end = shard_bounds(total, shard, num_shards)
+    if total_rows is None:
+        return list(ids[start:end]), list(texts[start:end]), start, end, total
+    if len(ids) != end - start:
+        raise ValueError(
+            f"shard {shard} of {num_shards} of {total_rows} rows is rows [{start}, {end}), got {len(ids)} rows"
+        )
+    return list(ids), list(texts), start, end, total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,6 +596,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument(
         "--dtype", default="auto", choices=("auto", *DTYPES), help="auto: fp32 on CPU, bf16/fp16 on GPU"
+    )
+    p.add_argument(
+        "--store-dtype",
+        choices=STORE_DTYPES,
+        default="float16",
+        help="dtype of the stored vectors (computed in float32; --dtype is the model's compute dtype)",
     )
     p.add_argument("--no-sort", dest="sort_by_length", action="store_false", help="batches in input order")
     p.add_argument(
@@ -645,10 +691,22 @@ def source_files(beir_dir: Path, what: str, split: str) -> dict[str, Path]:
     return {"queries": beir_dir / "queries.jsonl", "qrels": qrels_path(beir_dir, split)}
 
 
+def read_shard_of_corpus(path: Path, shard: int, num_shards: int) -> tuple[int, list[str], list[str]]:
+    """(total documents, ids, texts) of shard ``shard``'s rows only: every row is checked (the errors
+    of :func:`llara.beir.load_corpus`), only the shard's are kept (memory follows the shard)."""
+    from llara.beir import read_corpus_rows, scan_corpus
+
+    total = scan_corpus(path)
+    start, end = shard_bounds(total, shard, num_shards)
+    ids, texts = read_corpus_rows(path, start, end)
+    return total, ids, texts
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    store_dtype = config.pop("store_dtype")  # recorded as the marker's own store_dtype
     if args.encoder == "hf":
         for key in ("prompt_style", "query_prompt", "passage_prompt"):
             config.pop(key)
@@ -658,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "corpus":
         config.pop("split")  # the corpus does not depend on the split
     with cli_warnings(), progress_bars(args.progress):
-        from llara.beir import join_title_text, load_beir, load_corpus
+        from llara.beir import load_beir
 
         config = resolve_lengths(config)
         paths = shard_paths(args.output, args.what, args.shard, args.num_shards)
@@ -668,16 +726,15 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{missing[0]}: file not found; pass a BEIR dataset folder as --beir-dir")
         sources = source_record(files)  # before reading: a change while encoding shows next time
         if not args.overwrite:
-            problem = shard_problem(paths, config, sources)
+            problem = shard_problem(paths, config, sources, store_dtype)
             if problem is None:
                 print(f"{paths['embeddings']}: complete, not recomputed")
                 return 0
             if any(p.exists() for p in paths.values()):
                 print(f"recomputing {paths['embeddings'].name}: {problem}", file=sys.stderr)
+        total_rows = None
         if args.what == "corpus":
-            corpus = load_corpus(files["corpus"])
-            ids = list(corpus)
-            texts = [join_title_text(corpus[i]["title"], corpus[i]["text"]) for i in ids]
+            total_rows, ids, texts = read_shard_of_corpus(files["corpus"], args.shard, args.num_shards)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)  # encode_shard names empty queries
@@ -694,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
             config,
             overwrite=True,  # checked above (a damaged or outdated shard is recomputed)
             sources=sources,
+            store_dtype=store_dtype,
+            total_rows=total_rows,
         )
     print(
         f"{paths['embeddings']}: {meta['rows']} {args.what} rows, dim {meta['dim']}, "

@@ -147,11 +147,48 @@ def validate(config: dict[str, Any], source: str = "the config") -> dict[str, An
 
     filler = validators.extend(base, {"properties": properties_with_defaults})
     errors = sorted(filler(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    while errors and _coerce_strings(config, errors):  # --config gives numbers as strings
+        errors = sorted(filler(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         from jsonschema.exceptions import best_match
 
         raise ConfigError(_one_line(best_match(errors), source))
     return config
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _as_type(text: str, types: Any) -> Any:
+    """``text`` as the first of ``types`` (integer, number, boolean) it spells exactly; None if none."""
+    for kind in [types] if isinstance(types, str) else list(types):
+        if kind == "integer" and re.fullmatch(r"[+-]?\d+", text.strip()):
+            return int(text)
+        if kind == "number" and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text.strip()):
+            return float(text) if re.search(r"[.eE]", text) else int(text)
+        if kind == "boolean" and text.strip().lower() in _BOOLEANS:
+            return _BOOLEANS[text.strip().lower()]
+    return None
+
+
+def _coerce_strings(config: dict[str, Any], errors: list) -> bool:
+    """Snakemake's ``--config "finetune={'max_steps': 150}"`` passes 150 as the string '150': a string
+    where the schema wants a number or a boolean, and that spells one exactly, becomes that value.
+    True when something changed (validation runs again)."""
+    changed = False
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator != "type" or not isinstance(error.instance, str) or not path:
+            continue
+        value = _as_type(error.instance, error.validator_value)
+        if value is None:
+            continue
+        node: Any = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        changed = True
+    return changed
 
 
 def _reject_moved_keys(config: dict[str, Any], source: str) -> None:
@@ -288,3 +325,30 @@ def _check_prompts(prompts: dict[str, dict[str, str]]) -> None:
                     f"would fine-tune and encode with untrained slots. Use {' or '.join(allowed)} here "
                     f"(default: {grid.variant(name).prompts[role]})."
                 )
+
+
+# ---- the launcher: one stage's job -------------------------------------------------------------------
+LAUNCH_STAGES = (  # launcher.resources.<stage>: every step whose cost grows with the data or the model
+    "basemodel", "adapt", "passthrough", "finetune", "encode", "search", "bm25", "mine", "pairs", "convert",
+)  # fmt: skip
+JOB_DEFAULTS = {"nodes": 1, "tasks": 1, "gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60}
+SLURM_STAGE_DEFAULTS = {"search": {"gpus": 1}}  # exact search over 4096-d shards: faiss-gpu on one GPU
+
+
+def stage_resources(launcher: dict[str, Any], stage: str) -> dict[str, Any]:
+    """What one stage's job asks for, every key filled in: :data:`JOB_DEFAULTS` (on SLURM also
+    :data:`SLURM_STAGE_DEFAULTS`), the site's ``launcher.slurm`` (partition, account, qos, extra sbatch
+    options, setup lines), then the stage's own ``launcher.resources.<stage>``: its values win, its
+    ``extra`` adds to the site's, its ``setup`` lines run after the site's."""
+    if stage not in LAUNCH_STAGES:
+        raise ValueError(f"unknown launcher stage {stage!r}; valid: {', '.join(LAUNCH_STAGES)}")
+    site = launcher.get("slurm", {})
+    own = launcher.get("resources", {}).get(stage, {})
+    slurm_defaults = SLURM_STAGE_DEFAULTS.get(stage, {}) if launcher.get("cluster") == "slurm" else {}
+    job = {**JOB_DEFAULTS, **slurm_defaults}
+    job |= {key: site.get(key, "") for key in ("partition", "account", "qos")}
+    job |= {k: v for k, v in own.items() if k not in ("extra", "setup")}
+    job["gpu_request"] = site.get("gpu_request", "gpus")
+    job["extra"] = {**site.get("extra", {}), **own.get("extra", {})}
+    job["setup"] = [*site.get("setup", []), *own.get("setup", [])]
+    return job

@@ -193,15 +193,25 @@ def slurm_parameters(args: argparse.Namespace) -> dict:
 
 def make_executor(args: argparse.Namespace) -> submitit.Executor:
     executor = submitit.AutoExecutor(folder=args.folder, cluster=args.cluster)  # never cluster=None
-    params = {"name": args.name, "timeout_min": args.time_min, "tasks_per_node": args.tasks, "nodes": 1}
+    params = {
+        "name": args.name,
+        "timeout_min": args.time_min,
+        "tasks_per_node": args.tasks,
+        "nodes": args.nodes,
+    }
     if args.cpus:
         params["cpus_per_task"] = args.cpus
     if args.mem_gb:
         params["mem_gb"] = args.mem_gb
     if args.cluster == "slurm":
         params.update(slurm_parameters(args))
-    elif args.gpus:
-        params["gpus_per_node"] = args.gpus
+        if args.setup:  # lines of the sbatch script before srun: module loads, environment, NCCL variables
+            params["slurm_setup"] = list(args.setup)
+    else:
+        if args.gpus:
+            params["gpus_per_node"] = args.gpus
+        if args.setup:  # submitit runs the command in a shell after them
+            params["local_setup"] = list(args.setup)
     executor.update_parameters(**params)
     return executor
 
@@ -452,6 +462,7 @@ def cost_record(
         "job_id": job_id,
         "state": state,
         "requested": {
+            "nodes": args.nodes,
             "tasks": args.tasks,
             "gpus": args.gpus,
             "cpus_per_task": args.cpus,
@@ -471,7 +482,7 @@ def cost_record(
     return record | {
         "elapsed_s": elapsed,
         "gpus": args.gpus,
-        "gpu_hours": args.gpus * elapsed / 3600,
+        "gpu_hours": args.gpus * args.nodes * elapsed / 3600,
         "cpus": args.cpus * args.tasks if args.cpus else None,
         "cpu_hours": None,
         "source": "launcher",
@@ -571,6 +582,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", required=True, help="job name (rule and wildcards)")
     p.add_argument("--cluster", choices=CLUSTERS, default="local")
     p.add_argument("--folder", type=Path, required=True, help="submitit folder for the job's logs")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (more than 1: SLURM only)")
     p.add_argument("--tasks", type=int, default=1, help="tasks (processes) per node, e.g. one per GPU")
     p.add_argument("--gpus", type=int, default=0, help="GPUs per node")
     p.add_argument(
@@ -591,6 +603,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="extra sbatch option, e.g. constraint=a100 (repeatable)",
+    )
+    p.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line the job runs before the command, e.g. 'module load cuda/12.1' (repeatable)",
     )
     p.add_argument("--signal-delay-s", type=int, default=120, help="USR2 this long before the time limit")
     p.add_argument(
@@ -636,12 +655,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.command = argv[split + 1 :]
     if not args.command:
         p.error("no command after --")
-    for name in ("tasks", "time_min"):
+    for name in ("nodes", "tasks", "time_min"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("gpus", "cpus", "mem_gb"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.nodes > 1 and args.cluster != "slurm":
+        p.error(f"--nodes {args.nodes}: a job on several nodes needs --cluster slurm (got {args.cluster})")
     return args
 
 

@@ -1,9 +1,16 @@
 """The embedding-shard format: one shard of a corpus (or of the queries) is three files,
 
 ``<what>.shardIIII-of-NNNN.npy`` (the vectors, (rows, dim)), ``.ids.json`` (the row ids) and ``.meta.json``
-(rows, dim, the configuration and encoder settings the vectors depend on, the source files they were
-made from), the meta written last as the completion marker. Written by :mod:`llara.encode`, read by
-search, scoring and the tables; reading a shard imports neither torch nor faiss.
+(rows, dim, the store dtype, the configuration and encoder settings the vectors depend on, the source
+files they were made from), the meta written last as the completion marker. Written by
+:mod:`llara.encode`, read by search, scoring and the tables; reading a shard imports neither torch nor
+faiss.
+
+The vectors are stored as float16 or float32 (the marker's ``store_dtype``; a marker without one is
+float32, as every shard was before). float16 halves the disk and the reads; the vectors are
+L2-normalised in most encoders, so its rounding (2^-11 of each value) moves an inner product of two
+unit vectors by at most about 1e-3, and a value beyond float16's range (|x| > 65504) is refused when
+written rather than stored as inf. Readers hand out float32 by default, one shard at a time.
 
 Readers verify what they load: a damaged or truncated file, ids or a marker that disagree with the
 vectors' shape, and vectors that are not finite are one-line :class:`~llara.io.DataError` naming the
@@ -23,9 +30,13 @@ from llara.io import DataError, atomic_save_npy, atomic_write_json, jsonable
 
 WHATS = ("corpus", "queries")
 # config keys that do not change the vectors (a shard computed with another value is still valid)
+# ("store_dtype" is checked on its own, by shard_problem: a shard stored in another dtype is recomputed)
 _NON_IDENTITY_KEYS = {
     "batch_size", "device", "progress", "output", "overwrite", "shard", "num_shards", "max_length_source",
+    "store_dtype",
 }  # fmt: skip
+STORE_DTYPES = ("float16", "float32")  # what a shard's .npy may hold
+LEGACY_STORE_DTYPE = "float32"  # a marker that records no store_dtype (written before it was recorded)
 _FINITE_BLOCK = 1 << 16  # rows checked at a time for non-finite values (bounds the check's memory)
 
 
@@ -135,7 +146,16 @@ def _read_vectors(paths: dict[str, Path], mmap: bool) -> np.ndarray:
         raise DamagedShard(paths, f"{path}: damaged or truncated vectors ({exc})") from None
     if emb.ndim != 2:
         raise DamagedShard(paths, f"{path}: damaged vectors (shape {emb.shape}, expected (rows, dim))")
+    if emb.dtype.name not in STORE_DTYPES:
+        raise DamagedShard(
+            paths, f"{path}: {emb.dtype.name} vectors (a shard holds {' or '.join(STORE_DTYPES)})"
+        )
     return emb
+
+
+def stored_dtype(meta: dict[str, Any]) -> str:
+    """The dtype a shard's marker says its vectors are stored in."""
+    return meta.get("store_dtype", LEGACY_STORE_DTYPE)
 
 
 def check_shard(paths: dict[str, Path], mmap: bool = True) -> tuple[dict[str, Any], list[str], np.ndarray]:
@@ -157,6 +177,12 @@ def check_shard(paths: dict[str, Path], mmap: bool = True) -> tuple[dict[str, An
             paths,
             f"{paths['embeddings']}: dim {emb.shape[1]} but the marker {paths['meta']} says {meta['dim']}",
         )
+    if emb.dtype.name != stored_dtype(meta):
+        raise DamagedShard(
+            paths,
+            f"{paths['embeddings']}: {emb.dtype.name} vectors but the marker {paths['meta']} says "
+            f"{stored_dtype(meta)}",
+        )
     return meta, ids, emb
 
 
@@ -164,6 +190,20 @@ def first_non_finite_row(vectors: np.ndarray) -> int | None:
     """The index of the first row holding a NaN or an infinity, or None (checked block by block)."""
     for start in range(0, vectors.shape[0], _FINITE_BLOCK):
         bad = ~np.isfinite(vectors[start : start + _FINITE_BLOCK]).all(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return None
+
+
+def first_overflow_row(vectors: np.ndarray, store_dtype: str) -> int | None:
+    """The index of the first row holding a finite value beyond ``store_dtype``'s range (it would be
+    stored as inf), or None (checked block by block; NaN and inf are :func:`first_non_finite_row`'s)."""
+    limit = float(np.finfo(store_dtype).max)
+    if vectors.dtype.itemsize <= np.dtype(store_dtype).itemsize:
+        return None  # a narrower or equal float always fits
+    for start in range(0, vectors.shape[0], _FINITE_BLOCK):
+        block = vectors[start : start + _FINITE_BLOCK]  # (b, H)
+        bad = (np.isfinite(block) & (np.abs(block) > limit)).any(axis=1)
         if bad.any():
             return start + int(np.argmax(bad))
     return None
@@ -177,19 +217,20 @@ def shard_problem(
     paths: dict[str, Path],
     config: dict[str, Any] | None = None,
     sources: dict[str, dict[str, Any]] | None = None,
+    store_dtype: str | None = None,
 ) -> str | None:
     """Why the shard is not complete (to be recomputed), or None when it is.
 
     Not complete: a file missing (the marker is written last), a file damaged or disagreeing with
-    the others, or (``sources`` given, see :func:`source_record`) a source file that changed since.
-    A complete shard written with a different ``config`` raises DataError instead of being silently
-    reused or overwritten.
+    the others, (``store_dtype`` given) vectors stored in another dtype, or (``sources`` given, see
+    :func:`source_record`) a source file that changed since. A complete shard written with a
+    different ``config`` raises DataError instead of being silently reused or overwritten.
     """
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
         return f"{paths['meta'].parent}: {', '.join(missing)} not written"
     try:
-        meta, _, _ = check_shard(paths)
+        meta, _, emb = check_shard(paths)
     except DamagedShard as exc:
         return exc.reason
     if config is not None and _identity(meta.get("config", {})) != _identity(config):
@@ -197,6 +238,8 @@ def shard_problem(
             f"{paths['meta']}: this shard was computed with another configuration "
             f"({_identity(meta.get('config', {}))}); use another --output folder or pass --overwrite"
         )
+    if store_dtype is not None and emb.dtype.name != store_dtype:
+        return f"{paths['embeddings']}: stored as {emb.dtype.name}, {store_dtype} asked (--store-dtype)"
     if sources is not None:
         changed = _changed_sources(meta.get("sources"), jsonable(sources))
         if changed is not None:
@@ -215,8 +258,20 @@ def shard_is_complete(
 
 
 def write_shard(paths: dict[str, Path], ids: list[str], vectors: np.ndarray, meta: dict[str, Any]) -> None:
-    """Vectors, ids, then the marker (``meta``), each atomically."""
-    atomic_save_npy(paths["embeddings"], np.ascontiguousarray(vectors, dtype=np.float32))
+    """Vectors (as the marker's ``store_dtype``, float32 when it names none), ids, then the marker
+    (``meta``), each atomically. A value beyond the store dtype's range is a DataError (nothing is
+    written then)."""
+    vectors, store_dtype = np.asarray(vectors), stored_dtype(meta)
+    if store_dtype not in STORE_DTYPES:
+        raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
+    bad = first_overflow_row(vectors, store_dtype)
+    if bad is not None:
+        raise DataError(
+            f"{paths['embeddings']}: row {bad} (id {ids[bad]!r}) holds a value beyond {store_dtype}'s range "
+            f"(|x| > {np.finfo(store_dtype).max:g}); store it as float32 (--store-dtype float32) or "
+            "normalise the vectors"
+        )
+    atomic_save_npy(paths["embeddings"], np.ascontiguousarray(vectors, dtype=store_dtype))
     atomic_write_json(paths["ids"], ids)
     atomic_write_json(paths["meta"], meta)
 
@@ -247,10 +302,15 @@ def list_shards(output_dir: str | os.PathLike, what: str) -> list[dict[str, Path
     return all_paths
 
 
-def load_shard(paths: dict[str, Path]) -> tuple[list[str], np.ndarray]:
-    """(ids, (rows, dim) float32 vectors) of one shard, verified (see :func:`check_shard`); a
-    non-finite value is a DataError naming the file, the shard and the first bad row."""
-    _, ids, emb = check_shard(paths, mmap=False)
+def load_shard(
+    paths: dict[str, Path], dtype: str | np.dtype | None = np.float32
+) -> tuple[list[str], np.ndarray]:
+    """(ids, (rows, dim) vectors) of one shard, verified (see :func:`check_shard`); a non-finite
+    value is a DataError naming the file, the shard and the first bad row. ``dtype``: the vectors'
+    dtype in memory (float32 by default, whatever the shard stores); None keeps the stored one."""
+    _, ids, stored = check_shard(paths, mmap=True)
+    emb = np.array(stored, dtype=dtype)  # read (and upcast) straight from the mapped file: one copy
+    del stored  # (rows, dim)
     bad = first_non_finite_row(emb)
     if bad is not None:
         where, fix = _describe(paths)
@@ -261,12 +321,15 @@ def load_shard(paths: dict[str, Path]) -> tuple[list[str], np.ndarray]:
     return ids, emb
 
 
-def load_embeddings(output_dir: str | os.PathLike, what: str) -> tuple[list[str], np.ndarray]:
-    """All shards of ``what`` concatenated in order -> (ids, (N, H) float32)."""
+def load_embeddings(
+    output_dir: str | os.PathLike, what: str, dtype: str | np.dtype | None = np.float32
+) -> tuple[list[str], np.ndarray]:
+    """All shards of ``what`` concatenated in order -> (ids, (N, H) vectors, float32 by default; see
+    :func:`load_shard`). This holds all of them at once: search reads the corpus a shard at a time."""
     ids: list[str] = []
     arrays = []
     for paths in list_shards(output_dir, what):
-        shard_ids, emb = load_shard(paths)
+        shard_ids, emb = load_shard(paths, dtype)
         ids.extend(shard_ids)
         arrays.append(emb)
     nonempty = [a for a in arrays if a.shape[0]]  # an empty shard's vectors may be (0, 0)

@@ -751,3 +751,137 @@ def test_encode_cli_recomputes_a_damaged_shard(tmp_path, tiny_bert_dir, capsys):
     err = capsys.readouterr().err
     assert f"recomputing {npy.name}: {npy}: damaged or truncated vectors (mmap length is greater" in err
     np.testing.assert_allclose(load_embeddings(out, "queries")[1], want, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: a corpus shard job streams the corpus and keeps only its rows
+
+
+def corpus_text(rows: list) -> str:
+    """JSONL of ``rows`` (a str row is written as it is: a blank or a broken line)."""
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+
+
+GOOD_ROWS = [
+    {"_id": "d0", "title": "The Nile", "text": "a river"},
+    "",
+    {"_id": 7, "text": "numeric id, no title"},
+    {"_id": "d2", "title": None, "text": "  padded  "},
+    "   ",
+    {"_id": "d3", "title": "only title", "text": ""},
+    {"_id": "d4", "title": "", "text": "the king"},
+]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_streamed_corpus_rows_equal_load_corpus(tmp_path, gz):
+    """Every shard's rows, read by the streaming reader, are load_corpus's rows [start, end), in order,
+    with BEIR's joined texts (blank lines skipped, a BOM dropped, numeric ids as strings)."""
+    import gzip
+
+    from llara.beir import join_title_text, load_corpus, read_corpus_rows, scan_corpus
+
+    text = "\ufeff" + corpus_text(GOOD_ROWS)
+    path = tmp_path / "corpus.jsonl"
+    if gz:
+        with gzip.open(path.with_name("corpus.jsonl.gz"), "wt", encoding="utf-8") as fh:
+            fh.write(text)  # only the .gz is there: both readers take it for corpus.jsonl
+    else:
+        path.write_text(text, encoding="utf-8")
+    corpus = load_corpus(path)
+    want_ids = list(corpus)
+    want_texts = [join_title_text(v["title"], v["text"]) for v in corpus.values()]
+    assert scan_corpus(path) == len(want_ids) == 5
+    for num_shards in (1, 2, 3, 5, 7):
+        got_ids, got_texts = [], []
+        for shard in range(num_shards):
+            start, end = shard_bounds(5, shard, num_shards)
+            ids, texts = read_corpus_rows(path, start, end)
+            assert len(ids) == end - start
+            got_ids += ids
+            got_texts += texts
+        assert (got_ids, got_texts) == (want_ids, want_texts), num_shards
+    assert want_ids[1] == "7" and want_texts[1:3] == ["numeric id, no title", "padded"]
+
+
+BAD_CORPORA = {
+    "duplicate far from the shard": [*GOOD_ROWS, {"_id": "d9", "text": "x"}, {"_id": "d0", "text": "again"}],
+    "malformed json": [*GOOD_ROWS[:3], '{"_id": "d5", "text": ', *GOOD_ROWS[3:]],
+    "not an object": [*GOOD_ROWS, "[1, 2]"],
+    "missing id": [*GOOD_ROWS, {"text": "no id"}],
+    "missing text": [*GOOD_ROWS, {"_id": "d8"}],
+    "title not a string": [*GOOD_ROWS, {"_id": "d8", "title": 3, "text": "x"}],
+    "duplicate before a bad line": [*GOOD_ROWS, {"_id": "d4", "text": "dup"}, "{oops"],
+    "duplicate with no text": [*GOOD_ROWS, {"_id": "d2"}],
+    "bad line before a duplicate": [*GOOD_ROWS, {"_id": "d8", "text": 5}, {"_id": "d0", "text": "dup"}],
+    "empty": ["", "  "],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CORPORA))
+def test_streamed_corpus_errors_are_load_corpus_errors(tmp_path, case):
+    """A bad row or a duplicate id anywhere in the corpus (not only in the shard) fails the scan with
+    load_corpus's own message: the same file, line and first-seen line, the first problem in file order."""
+    from llara.beir import load_corpus, scan_corpus
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(corpus_text(BAD_CORPORA[case]), encoding="utf-8")
+    with pytest.raises(DataError) as want:
+        load_corpus(path)
+    with pytest.raises(DataError) as got:
+        scan_corpus(path)
+    assert str(got.value) == str(want.value)
+    assert str(got.value).startswith(str(path))
+
+
+def test_colliding_id_hashes_are_not_taken_for_duplicates(tmp_path, monkeypatch):
+    """The duplicate check keeps an 8-byte hash per id; hashes that collide are confirmed on the ids."""
+    from llara import beir
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(corpus_text(GOOD_ROWS), encoding="utf-8")
+    monkeypatch.setattr(beir, "hash", lambda s: 42, raising=False)  # every id collides
+    assert beir.scan_corpus(path) == 5
+    path.write_text(corpus_text([*GOOD_ROWS, {"_id": "d3", "text": "dup"}]), encoding="utf-8")
+    with pytest.raises(
+        DataError, match=r"corpus\.jsonl:8: duplicate document id 'd3' \(first seen on line 6\)"
+    ):
+        beir.scan_corpus(path)
+
+
+def test_read_corpus_rows_stops_at_the_shard_end(tmp_path):
+    """Rows after the shard are not read: a broken tail does not reach shard 0's reader."""
+    from llara.beir import read_corpus_rows
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(corpus_text(GOOD_ROWS[:3]).encode() + b'{"_id": "x", "text": "\xff broken\n')
+    assert read_corpus_rows(path, 0, 2) == (["d0", "7"], ["The Nile a river", "numeric id, no title"])
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_corpus_rows(path, 0, 3)
+
+
+def test_corpus_shard_job_does_not_load_the_corpus(tmp_path, tiny_bert_dir, monkeypatch):
+    """python -m llara.encode --what corpus reads its shard's rows without load_corpus / load_beir (the
+    whole corpus in a dict), and gives the same ids, vectors and marker rows as before."""
+    from llara import beir
+
+    beir_dir = write_beir(tmp_path / "beir")
+    argv = ["--encoder", "hf", "--model", str(tiny_bert_dir), "--beir-dir", str(beir_dir), "--no-progress"]
+    argv += ["--max-length", "32", "--what", "corpus", "--num-shards", "3", "--store-dtype", "float32"]
+
+    def whole_corpus(*args, **kwargs):
+        raise AssertionError("a corpus shard job loaded the whole corpus")
+
+    monkeypatch.setattr(beir, "load_corpus", whole_corpus)
+    monkeypatch.setattr(beir, "load_beir", whole_corpus)
+    for shard in range(3):
+        assert encode.main([*argv, "--shard", str(shard), "--output", str(tmp_path / "three")]) == 0
+    monkeypatch.undo()
+    ids, vecs = load_embeddings(tmp_path / "three", "corpus")
+    assert ids == [f"d{i}" for i in range(11)]
+    corpus = beir.load_corpus(beir_dir / "corpus.jsonl")
+    texts = [beir.join_title_text(v["title"], v["text"]) for v in corpus.values()]
+    want = HFEncoder(tiny_bert_dir, max_length=32, progress=False).encode_corpus(texts)
+    np.testing.assert_allclose(vecs, want, atol=1e-5)
+    meta = json.loads(shard_paths(tmp_path / "three", "corpus", 1, 3)["meta"].read_text())
+    assert (meta["row_range"], meta["total_rows"], meta["rows"]) == ([3, 7], 11, 4)

@@ -65,7 +65,10 @@ def test_config_without_prompts_gets_each_variants_defaults():
     assert partial["grid"]["prompts"]["joint"] == grid.variant("joint").prompts
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
+RECIPES = sorted(p.name for p in (REPO / "config").glob("*.yaml") if not p.name.startswith("site."))
+
+
+@pytest.mark.parametrize("name", RECIPES)
 def test_shipped_configs_validate_and_use_the_default_prompts(name):
     cfg = yaml.safe_load((REPO / "config" / name).read_text())
     gridconfig.validate(cfg, f"config/{name}")
@@ -235,3 +238,21 @@ def test_prompt_styles_and_slots_agree_with_the_prompt_templates():
     assert set(TEMPLATES) == set(grid.PROMPT_STYLES)
     assert {s: t.n_slots for s, t in TEMPLATES.items()} == grid.N_SLOTS
     assert json.loads(json.dumps(grid.default_prompts())) == grid.default_prompts()
+
+
+@pytest.mark.parametrize("recipe", ["paper.yaml", "released.yaml"])
+def test_the_site_example_layered_on_a_recipe_validates(recipe):
+    """config/site.example.yaml after a recipe, merged as Snakemake merges config files (key by key)."""
+
+    def merge(a: dict, b: dict) -> dict:
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}  # fmt: skip
+
+    cfg = merge(
+        yaml.safe_load((REPO / "config" / recipe).read_text()),
+        yaml.safe_load((REPO / "config" / "site.example.yaml").read_text()),
+    )
+    gridconfig.validate(cfg, f"config/{recipe}, config/site.example.yaml")
+    assert cfg["launcher"]["cluster"] == "slurm"
+    for stage in cfg["launcher"]["resources"]:
+        assert stage in gridconfig.LAUNCH_STAGES

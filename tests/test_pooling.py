@@ -198,7 +198,7 @@ def test_encode_cli_pooling_last_records_it(tmp_path, tiny_llama_dir):
     out = tmp_path / "emb"
     done = subprocess.run(
         [sys.executable, "-m", "llara.encode", "--encoder", "hf", "--pooling", "last", "--model",
-         str(tiny_llama_dir), "--max-length", "16", "--beir-dir", str(beir_dir), "--what", "corpus",
+         str(tiny_llama_dir), "--max-length", "16", "--beir-dir", str(beir_dir), "--what", "corpus", "--store-dtype", "float32",
          "--output", str(out), "--no-progress", "--device", "cpu"],
         capture_output=True, text=True, check=False, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip

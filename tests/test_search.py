@@ -266,3 +266,137 @@ def test_search_cli_on_a_truncated_shard_exits_2_naming_it(tmp_path):
     done = run_cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", out, "--tag", "t", "--cpu")
     error = assert_bad_input(done, npy, "mmap length is greater than file size")
     assert "snakemake --forcerun encode_queries" in error and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: queries in batches, float16 shards, the ANN index built shard by shard
+
+
+def test_query_batches_give_the_same_results(monkeypatch):
+    """search_sharded in batches of 3 queries: the same indices and scores as one batch, and faiss
+    sees at most 3 queries a search."""
+    rng = np.random.default_rng(6)
+    q, c = unit(rng, 25), unit(rng, 90)
+    shards = [c[:40], c[40:41], c[41:]]
+    want_scores, want_idx = search_sharded(q, shards, k=8)
+    seen = []
+    real = search.search_in_batches
+
+    def spy(index, queries, k, batch_size=search.QUERY_BATCH_SIZE):
+        scores, idx = real(index, queries, k, batch_size)
+        seen.append(batch_size)
+        return scores, idx
+
+    monkeypatch.setattr(search, "search_in_batches", spy)
+    got_scores, got_idx = search_sharded(q, shards, k=8, query_batch_size=3)
+    assert seen == [3, 3, 3]  # one per shard
+    np.testing.assert_array_equal(got_idx, want_idx)
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-6)
+    calls = []
+
+    class Recording:
+        def search(self, queries, k):
+            calls.append(queries.shape[0])
+            return np.zeros((queries.shape[0], k), np.float32), np.zeros((queries.shape[0], k), np.int64)
+
+    scores, idx = real(Recording(), q, 4, batch_size=10)
+    assert calls == [10, 10, 5] and scores.shape == idx.shape == (25, 4)
+    with pytest.raises(ValueError, match="query batch size must be >= 1"):
+        real(Recording(), q, 4, batch_size=0)
+
+
+def test_search_cli_query_batch_size_gives_the_same_run(tmp_path):
+    emb = write_encodings(tmp_path / "emb", num_shards=3)
+    runs = []
+    for size in ("4096", "2"):
+        out = tmp_path / f"b{size}.trec"
+        argv = ["--query-dir", emb, "--corpus-dir", emb, "--output", str(out), "--tag", "t", "--k", "6"]
+        assert search.main([*argv, "--query-batch-size", size, "--cpu"]) == 0
+        runs.append(out.read_text())
+        assert json.loads(out.with_name(f"b{size}.trec.stats.json").read_text())["query_batch_size"] == int(
+            size
+        )
+    assert runs[0] == runs[1] and len(runs[0].splitlines()) == 5 * 6
+    done = run_cli("search", "--query-dir", emb, "--corpus-dir", emb, "--output", tmp_path / "x", "--tag", "t",
+                   "--query-batch-size", "0")  # fmt: skip
+    assert done.returncode == 2 and "--query-batch-size must be >= 1, got 0" in done.stderr
+
+
+def write_float16_encodings(folder: Path, n: int = 600, num_shards: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """float16 corpus and query shards of random unit vectors; returns the float32 values they hold."""
+    rng = np.random.default_rng(7)
+    c, q = unit(rng, n, 32), unit(rng, 30, 32)
+    doc_ids, qids = [f"d{i}" for i in range(n)], [f"q{i}" for i in range(30)]
+    enc = ArrayEncoder({**dict(zip(doc_ids, c, strict=True)), **dict(zip(qids, q, strict=True))})
+    for shard in range(num_shards):
+        encode_shard(enc, doc_ids, doc_ids, "corpus", folder, shard, num_shards, store_dtype="float16")
+    encode_shard(enc, qids, qids, "queries", folder, store_dtype="float16")
+    as_stored = lambda x: x.astype(np.float16).astype(np.float32)  # noqa: E731
+    return as_stored(q), as_stored(c)
+
+
+def test_search_of_float16_shards_reads_one_shard_at_a_time(tmp_path, monkeypatch):
+    """Exact search of float16 shards == exact search of their float32 values concatenated; exact, HNSW
+    and IVF never hold the whole corpus (load_embeddings is not called for it) and give the ids."""
+    from llara import shards
+
+    q, c = write_float16_encodings(tmp_path)
+    real = shards.load_embeddings
+
+    def queries_only(folder, what, *args, **kwargs):
+        assert what == "queries", "the corpus was loaded whole"
+        return real(folder, what, *args, **kwargs)
+
+    monkeypatch.setattr(shards, "load_embeddings", queries_only)
+    want_scores, want_idx = search_exact(q, c, 10)
+    run, stats = search.search_dirs(tmp_path, tmp_path, k=10, use_gpu=False)
+    for i in range(30):
+        assert [d for d, _ in ranked(run[f"q{i}"])] == [f"d{j}" for j in want_idx[i]]
+        np.testing.assert_allclose([run[f"q{i}"][f"d{j}"] for j in want_idx[i]], want_scores[i], atol=1e-6)
+    assert stats["corpus_store_dtypes"] == ["float16"] and stats["documents"] == 600
+    for kind, params in (("hnsw", {"ef_search": 256}), ("ivf", {"nlist": 2, "nprobe": 2})):
+        run, stats = search.search_dirs(tmp_path, tmp_path, k=10, index=kind, recall_k=10, use_gpu=False,
+                                        ann_params=params)  # fmt: skip
+        assert stats["recall@10_vs_exact"] >= (1.0 if kind == "ivf" else 0.95), (kind, stats)
+        assert set(run) == {f"q{i}" for i in range(30)} and all(len(d) == 10 for d in run.values())
+
+
+def test_ivf_trains_on_a_seeded_sample_drawn_across_shards(monkeypatch):
+    """The training sample: min(N, size) rows drawn without replacement across all shards, in corpus
+    order, the same for the same seed; IVF trains on 256 rows per list and then holds every row."""
+    rng = np.random.default_rng(8)
+    c = unit(rng, 3000, 16)
+    parts = [c[:1000], c[1000:1001], c[1001:]]
+    passes = []
+
+    def shards():
+        passes.append(1)
+        return iter(parts)
+
+    sizes = [len(p) for p in parts]
+    sample = search.sample_rows(shards, sizes, 700, seed=3)
+    rows = [int(np.flatnonzero((c == r).all(axis=1))[0]) for r in sample]
+    assert sample.shape == (700, 16) and rows == sorted(set(rows))  # distinct, in corpus order
+    assert rows[0] < 1000 < rows[-1]  # drawn from the first shard and the last
+    np.testing.assert_array_equal(search.sample_rows(shards, sizes, 700, seed=3), sample)
+    assert not np.array_equal(search.sample_rows(shards, sizes, 700, seed=4), sample)
+    np.testing.assert_array_equal(search.sample_rows(shards, sizes, 5000, seed=3), c)  # all rows
+    with pytest.raises(ValueError, match="corpus shard 1 has 1 rows, expected 2"):
+        search.sample_rows(shards, [1000, 2, 1999], 10)
+    passes.clear()
+    drawn = []
+    real = search.sample_rows
+
+    def spy(*args, **kwargs):
+        sample = real(*args, **kwargs)
+        drawn.append(sample.shape)
+        return sample
+
+    monkeypatch.setattr(search, "sample_rows", spy)
+    index = search.build_ann_index_sharded(shards, sizes, 16, "ivf", nlist=4, nprobe=4, seed=1)
+    assert drawn == [(4 * 256, 16)]  # 256 rows per list, not the corpus
+    assert len(passes) == 2 and index.ntotal == 3000 and index.nlist == 4  # one pass to sample, one to add
+    _, exact = search_exact(c[:20], c, 5)
+    _, approx = index.search(c[:20], 5)
+    assert recall_against_exact(approx, exact, 5) == 1.0  # nprobe == nlist: every list is searched
+    assert search.default_nlist(3000) == 76 and search.default_nlist(10) == 1

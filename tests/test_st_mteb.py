@@ -108,7 +108,12 @@ def run_ours(sub_dir, ckpt, tmp_path) -> tuple[dict, dict]:
     enc = tmp_path / "enc"
     for what in ("corpus", "queries"):
         args = ["--encoder", "llara", "--model", str(ckpt), "--beir-dir", str(sub_dir), "--what", what]
-        assert encode([*args, "--output", str(enc), "--device", "cpu", "--no-progress"]) == 0
+        assert (
+            encode(
+                [*args, "--output", str(enc), "--device", "cpu", "--no-progress", "--store-dtype", "float32"]
+            )
+            == 0
+        )
     run = tmp_path / "run.trec"
     args = ["--query-dir", str(enc), "--corpus-dir", str(enc), "--tag", "ours", "--k", "100"]
     assert search([*args, "--output", str(run), "--cpu"]) == 0

@@ -1,9 +1,12 @@
 """The grid and the launcher on a real SLURM cluster (``bash workflow/ci/local-slurm.sh start``).
 
-1. the reduced grid (config/slurm-test.yaml) runs with ``--profile workflow/profiles/slurm``; every
-   heavy rule is a job in ``sacct`` with the resources the config asked for (adaptation and
-   fine-tuning a GPU); each heavy rule's cost record holds sacct's elapsed time, GPUs and GPU-hours,
-   and the tables' cost.md shows GPU-hours;
+1. the reduced grid (config/slurm-test.yaml with the site file tests/slurm/site.yaml) runs with
+   ``--profile workflow/profiles/slurm``; every step whose cost grows with the data or the model (base
+   model, pre-training pairs, adapt, fine-tune, mining, encode, search, BM25) is a job in ``sacct`` with
+   the resources the recipe asked for and the partition the site file gave its stage (search: gpu, the
+   rest: cpu), the site's and the stage's setup lines ran inside the job, and nothing heavy ran on the
+   login node; each heavy rule's cost record holds sacct's elapsed time, GPUs and GPU-hours, and the
+   tables' cost.md shows GPU-hours;
 2. a stage that raises fails its rule; the error names the job id and shows the job's log tail;
 3. SIGINT to Snakemake (Ctrl-C: the whole foreground process group) cancels its jobs;
 4. a job cancelled from outside fails its rule within a bounded time, also without accounting;
@@ -36,7 +39,36 @@ REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 BIN = Path(PY).parent
 JOB_LINE = re.compile(r"\[llara\.launch\] slurm job (\d+) \((\S+)\)")
-HEAVY_LOGS = ("logs/base_model.log", "logs/adapt", "logs/finetune", "logs/encode")
+HEAVY_LOGS = (
+    "logs/base_model.log", "logs/pretrain_pairs.log", "logs/adapt", "logs/finetune", "logs/encode",
+    "logs/mine", "logs/search", "logs/bm25",
+)  # fmt: skip
+SITE = REPO / "tests" / "slurm" / "site.yaml"  # the local cluster's site file
+
+
+def merged_launcher() -> dict:
+    """The launcher section as Snakemake merges the recipe and the site file (key by key)."""
+    recipe = yaml.safe_load((REPO / "config" / "slurm-test.yaml").read_text())["launcher"]
+    site = yaml.safe_load(SITE.read_text())["launcher"]
+
+    def merge(a: dict, b: dict) -> dict:
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}  # fmt: skip
+
+    return merge(recipe, site)
+
+
+def stage_of(job_name: str) -> str:
+    """The launcher stage of a grid job's name (adapt-released-none-0: none trains nothing)."""
+    if job_name == "base_model":
+        return "basemodel"
+    if job_name == "pretrain_pairs":
+        return "pairs"
+    if job_name.startswith("adapt-") and job_name.split("-")[2] == "none":
+        return "passthrough"
+    return job_name.split("-")[0]
+
+
 RUNNING_ADAPT = "results/adapt/released/joint/seed0/model"
 
 
@@ -99,7 +131,7 @@ def config_file(tmp: Path, name: str, **changes: dict) -> Path:
 
 
 def snakemake_cmd(workdir: Path, configfile: Path, *targets: str) -> list[str]:
-    # targets first: --configfile takes every word after it
+    # targets first: --configfile takes every word after it; the recipe, then the site file
     return [
         str(BIN / "snakemake"),
         *targets,
@@ -109,6 +141,7 @@ def snakemake_cmd(workdir: Path, configfile: Path, *targets: str) -> list[str]:
         str(workdir),
         "--configfile",
         str(configfile),
+        str(SITE),
     ]
 
 
@@ -153,21 +186,33 @@ def test_grid_runs_on_slurm_with_the_requested_resources(grid):
         assert len(found) == 1, f"a heavy rule's log names {len(found)} SLURM jobs"
         jobs.update(found)
     names = sorted(jobs.values())
-    # base model; adapt and fine-tune x {none, joint}; encode corpus and queries x {none, joint}
-    assert len(names) == 9 and sum(n.startswith("encode-") for n in names) == 4, names
-    cfg = yaml.safe_load((REPO / "config" / "slurm-test.yaml").read_text())["launcher"]["resources"]
+    # base model, pairs; adapt and fine-tune x {none, joint}; encode corpus and queries, search x {none,
+    # joint}; mining and BM25
+    assert len(names) == 14 and sum(n.startswith("encode-") for n in names) == 4, names
+    assert {stage_of(n) for n in names} == {
+        "basemodel", "pairs", "adapt", "passthrough", "finetune", "encode", "search", "mine", "bm25"
+    }  # fmt: skip
+    from llara.gridconfig import stage_resources
+
+    launcher = merged_launcher()
     for job_id, name in jobs.items():
         rec = sacct(job_id)
-        res = cfg["basemodel" if name == "base_model" else name.split("-")[0]]
+        res = stage_resources(launcher, stage_of(name))
+        partition = "gpu" if stage_of(name) == "search" else "cpu"  # what the site file gave the stage
         assert rec["State"] == "COMPLETED" and rec["JobName"] == name, rec
-        assert rec["Account"] == "llara-ci" and rec["Partition"] == "cpu", rec
+        assert rec["Account"] == "llara-ci" and rec["Partition"] == partition, rec
         assert f"cpu={res['cpus']}" in rec["ReqTRES"] and f"mem={res['mem_gb']}G" in rec["ReqTRES"], rec
         assert rec["Timelimit"] == f"00:{res['time_min']:02d}:00", rec
-        gpu = "gres/gpu=1" if res.get("gpus") else None
+        gpu = "gres/gpu=1" if res["gpus"] else None
         assert (gpu in rec["AllocTRES"]) if gpu else ("gres/gpu" not in rec["AllocTRES"]), rec
+        stdout = next((workdir / "logs" / "jobs" / name).glob(f"{job_id}_0_log.out")).read_text()
+        assert f"llara-site-setup job={job_id}" in stdout, stdout[:2000]  # the site's setup line, in the job
+        stage_line = "llara-stage-setup search on " in stdout  # the search stage's own, after it
+        assert stage_line == (stage_of(name) == "search"), stdout[:2000]
         if gpu:  # the job saw its (fake) GPU and the CPU code ran anyway
-            stdout = next((workdir / "logs" / "jobs" / name).glob(f"{job_id}_0_log.out")).read_text()
             assert re.search(r"CUDA_VISIBLE_DEVICES=[01][,)]", stdout), stdout[:2000]
+    # nothing heavy ran on the login node: every heavy rule's log is a launcher's (one SLURM job each)
+    assert all(job_ids(t) for t in texts)
     print(f"grid on SLURM: {seconds:.0f}s, {len(jobs)} jobs")
 
 
@@ -179,7 +224,9 @@ def test_grid_records_the_cost_of_every_heavy_job_from_sacct(grid):
     assert out.returncode == 0, out.stderr[-4000:]
     records = sorted((workdir / "results" / "benchmarks").rglob("*.job.json"))
     assert len(records) == 9, records  # base model, 2 adapt, 2 finetune, 4 encode
-    cfg = yaml.safe_load((REPO / "config" / "slurm-test.yaml").read_text())["launcher"]["resources"]
+    from llara.gridconfig import stage_resources
+
+    launcher = merged_launcher()
     seen = []
     for path in records:
         rec = json.loads(path.read_text())
@@ -188,15 +235,21 @@ def test_grid_records_the_cost_of_every_heavy_job_from_sacct(grid):
         )  # the benchmark beside it
         assert rec["cluster"] == "slurm" and rec["source"] == "sacct" and rec["note"] is None, rec
         acct = sacct(rec["job_id"], "JobID,JobName,State,ElapsedRaw,AllocTRES,CPUTimeRAW,Partition")
-        stage = "basemodel" if rec["name"] == "base_model" else rec["name"].split("-")[0]
-        gpus = cfg[stage].get("gpus", 0)
+        stage = stage_of(rec["name"])
+        gpus = stage_resources(launcher, stage)["gpus"]
         assert rec["gpus"] == gpus and rec["attempts"] == 1 and rec["states"] == ["COMPLETED"], rec
         assert rec["elapsed_s"] == int(acct["ElapsedRaw"]) and rec["elapsed_s"] <= rec["launcher_wall_s"] + 1
         assert rec["gpu_hours"] == pytest.approx(gpus * rec["elapsed_s"] / 3600)
         assert rec["cpu_hours"] == pytest.approx(int(acct["CPUTimeRAW"]) / 3600)
         assert rec["command_cpu_s"] > 0 and rec["command_max_rss_mb"] > 50  # measured in the job itself
         seen.append((stage, gpus))
-    assert sorted(set(seen)) == [("adapt", 1), ("basemodel", 0), ("encode", 0), ("finetune", 1)]
+    assert sorted(set(seen)) == [
+        ("adapt", 1),
+        ("basemodel", 0),
+        ("encode", 0),
+        ("finetune", 1),
+        ("passthrough", 0),
+    ]
     cost_md = (workdir / "results" / "tables" / "cost.md").read_text()
     assert "| adaptation GPU-h | fine-tuning GPU-h |" in cost_md and "SLURM accounting (sacct)" in cost_md
     cost = pd.read_csv(workdir / "results" / "tables" / "cost.csv").set_index("variant")

@@ -17,8 +17,9 @@ rule adapt:
         args=flags(config.get("adapt", {})),
         code=code_version("adapt"),
     resources:
-        launch=job_name("adapt"),
-    threads: threads_for("adapt")
+        launch=job_name(adapt_stage, "adapt"),  # none: the passthrough stage's job (no GPU)
+        cluster_jobs=1,
+    threads: threads_for(adapt_stage)
     conda:
         "../envs/llara.yaml"
     log:

@@ -20,6 +20,15 @@ from llara import grid, gridconfig  # noqa: E402  the vocabulary of the grid, it
 from llara.grid import System  # noqa: E402
 
 CONFIG_FILES = ", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+# the SLURM profile declares the resource cluster_jobs; it runs heavy steps on SLURM only where a config
+# file (the site file) says launcher.cluster: slurm, and says so instead of running them here
+CLUSTER_GIVEN = "cluster" in (config.get("launcher") or {})
+if "cluster_jobs" in workflow.global_resources and not CLUSTER_GIVEN:
+    raise WorkflowError(
+        f"{CONFIG_FILES}: launcher.cluster is not set, and this profile bounds cluster jobs (the SLURM "
+        "profile): add a site file with launcher.cluster: slurm (--configfile RECIPE my-site.yaml; start "
+        "from config/site.example.yaml), or set launcher.cluster: local to run the jobs on this machine"
+    )
 try:
     gridconfig.validate(config, CONFIG_FILES)
     NEGATIVES = gridconfig.check_config(config, REPO)  # the negatives axis (finetune.data.negatives)
@@ -171,30 +180,35 @@ def flags(values: dict, dash: bool = False, skip: tuple = ()) -> str:
 
 def launch(stage: str, name: str) -> str:
     """Options of llara.launch (submitit) for a heavy command; the rule adds `--record {output.job} --`
-    (the job's cost record: elapsed time, GPUs, GPU-hours; from sacct on SLURM) and the command."""
-    res = LAUNCH.get("resources", {}).get(stage, {})
-    slurm = LAUNCH.get("slurm", {})
+    (the job's cost record: elapsed time, GPUs, GPU-hours; from sacct on SLURM) where it keeps one, and
+    the command. What the job asks for: llara.gridconfig.stage_resources (the stage's own values over the
+    site's launcher.slurm defaults)."""
+    res = gridconfig.stage_resources(LAUNCH, stage)
     parts = [
-        f"{PY} -m llara.launch --cluster {LAUNCH['cluster']} --name {shlex.quote(name)}",
+        f"HF_HUB_OFFLINE=1 {PY} -m llara.launch --cluster {LAUNCH['cluster']} --name {shlex.quote(name)}",
         f"--folder logs/jobs/{name}",
         f"--poll-s {LAUNCH['poll_s']}",
-        f"--tasks {res.get('tasks', 1)} --gpus {res.get('gpus', 0)} --cpus {res.get('cpus', 2)}",
-        f"--mem-gb {res.get('mem_gb', 8)} --time-min {res.get('time_min', 60)}",
+        f"--nodes {res['nodes']} --tasks {res['tasks']} --gpus {res['gpus']} --cpus {res['cpus']}",
+        f"--mem-gb {res['mem_gb']} --time-min {res['time_min']}",
     ]
     if LAUNCH["cluster"] == "slurm":
         for key in ("partition", "account", "qos"):
-            if slurm.get(key):
-                parts.append(f"--{key} {shlex.quote(slurm[key])}")
-        parts.append(f"--gpu-request {slurm.get('gpu_request', 'gpus')}")
-        parts += [f"--slurm-arg {shlex.quote(f'{k}={v}')}" for k, v in slurm.get("extra", {}).items()]
+            if res[key]:
+                parts.append(f"--{key} {shlex.quote(res[key])}")
+        parts.append(f"--gpu-request {res['gpu_request']}")
+        parts += [f"--slurm-arg {shlex.quote(f'{k}={v}')}" for k, v in res["extra"].items()]
+    parts += [f"--setup {shlex.quote(line)}" for line in res["setup"]]
     return " ".join(parts)
 
 
-def threads_for(stage: str) -> int:
-    """Local cores of a heavy job (its CPUs), or 1 when the work itself runs on SLURM."""
+def threads_for(stage):
+    """Local cores of a heavy job (its CPUs), or 1 when the work itself runs on SLURM. ``stage``: a
+    launcher stage, or a function of the wildcards giving one."""
     if LAUNCH["cluster"] == "slurm":
         return 1
-    return LAUNCH.get("resources", {}).get(stage, {}).get("cpus", 2)
+    if callable(stage):
+        return lambda wc: gridconfig.stage_resources(LAUNCH, stage(wc))["cpus"]
+    return gridconfig.stage_resources(LAUNCH, stage)["cpus"]
 
 
 # ---- paths --------------------------------------------------------------------------------------
@@ -215,13 +229,43 @@ def pretrain_inputs(wildcards):
     return [] if src.startswith("hf:") else [src]
 
 
+# ---- models: a hub id is fetched once, on the login node (rule fetch_model), into resources/models/;
+# every job reads that folder with HF_HUB_OFFLINE=1 (compute nodes are often offline)
+def is_hub_id(model: str) -> bool:
+    """A hub id (org/name) that is not a local folder: it is fetched. Folders and package:NAME are not."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", model)) and not Path(model).exists()
+
+
+def model_folder(model: str, revision: str = "main") -> str:
+    """Where a model is read from: a hub id's fetched folder, else the folder (or package:NAME) as given."""
+    if not is_hub_id(model):
+        return model
+    return f"resources/models/{'--'.join(Path(model).parts)}/{revision}"  # org--name/revision
+
+
+def model_inputs(model: str, revision: str = "main") -> list[str]:
+    return [model_folder(model, revision)] if is_hub_id(model) else []
+
+
+def fetched_models() -> dict[str, tuple[str, str]]:
+    """{folder: (hub id, revision)} of every hub model the config names."""
+    named = []
+    if VARIANTS and config["base_model"]["source"] != "tiny":
+        named.append((config["base_model"]["source"], config["base_model"]["revision"]))
+    named += [(c["model"], c["revision"]) for c in CHECKPOINTS.values()]
+    named += [(b["model"], b["revision"]) for b in HF_BASELINES.values()]
+    return {model_folder(m, r): (m, r) for m, r in named if is_hub_id(m)}
+
+
 def base_model_path():
-    src = config.get("base_model", {}).get("source", "")
-    return "results/base/model" if src == "tiny" else src
+    base = config.get("base_model", {"source": ""})
+    return "results/base/model" if base["source"] == "tiny" else model_folder(base["source"], base.get("revision", "main"))
 
 
 def base_model_inputs(wildcards):
-    return ["results/base/model"] if config["base_model"]["source"] == "tiny" else []
+    if config["base_model"]["source"] == "tiny":
+        return ["results/base/model"]
+    return model_inputs(config["base_model"]["source"], config["base_model"]["revision"])
 
 
 def beir_dir(dataset: str) -> str:
@@ -380,6 +424,12 @@ def system_of(wc) -> System:
     return System.from_path(wc.system)
 
 
+def kept(path: str):
+    """A corpus shard's vectors: kept, or (evaluate.keep_encodings: false) deleted by Snakemake once every
+    job that reads them (the searches) is done."""
+    return path if EVAL["keep_encodings"] else temp(path)
+
+
 def corpus_shards(wc) -> list[str]:
     folder = Path("results", "encode", wc.system, wc.dataset)
     return [
@@ -413,13 +463,16 @@ def system_model(system: System) -> str:
     if system.family == "llara":
         return llara_model(system)
     if system.family == "checkpoint":
-        return CHECKPOINTS[system.name]["model"]
+        return CHECKPOINTS[system.name]["model"]  # the metrics name the hub id, not the local copy
     return "bm25" if system.name == "bm25" else HF_BASELINES[system.name]["model"]
 
 
 def encode_inputs(wc) -> list[str]:
     system = system_of(wc)
-    return ([llara_model(system)] if system.family == "llara" else []) + beir_inputs(wc)
+    if system.family == "llara":
+        return [llara_model(system)] + beir_inputs(wc)
+    model = (CHECKPOINTS if system.family == "checkpoint" else HF_BASELINES)[system.name]
+    return model_inputs(model["model"], model["revision"]) + beir_inputs(wc)
 
 
 def encoder_args(wc) -> str:
@@ -436,7 +489,7 @@ def encoder_args(wc) -> str:
     if system.family == "checkpoint":
         c = CHECKPOINTS[system.name]
         return (
-            f"--encoder llara --model {shlex.quote(c['model'])} {beir} --prompt-style {c['prompt_style']} "
+            f"--encoder llara --model {shlex.quote(model_folder(c['model'], c['revision']))} {beir} --prompt-style {c['prompt_style']} "
             f"--query-prompt {c['query_prompt']} --passage-prompt {c['passage_prompt']} "
             f"--max-length {c['passage_max_length']} --query-max-length {c['query_max_length']}"
         )
@@ -448,7 +501,7 @@ def encoder_args(wc) -> str:
         if b[f"{role}_prefix"]:
             extra += f" --{role}-prefix {shlex.quote(b[f'{role}_prefix'])}"
     return (
-        f"--encoder hf --model {shlex.quote(resolve_model(b['model']))} {beir} "
+        f"--encoder hf --model {shlex.quote(resolve_model(model_folder(b['model'], b['revision'])))} {beir} "
         f"--pooling {b['pooling']}{extra} --max-length {b['max_length']}"
     )
 
@@ -484,9 +537,25 @@ def score_args(wc) -> str:
     return args
 
 
-def job_name(stage: str):
-    """The launcher's job name: the stage and the wildcard values (a system's path segments too)."""
-    return lambda wc: launch(stage, "-".join([stage, *(part for v in wc for part in Path(str(v)).parts)]))
+def job_name(stage, name: str | None = None):
+    """The launcher's options for a rule's job, named after the stage (or ``name``) and the wildcard
+    values (a system's path segments too). ``stage``: a launcher stage (llara.gridconfig.LAUNCH_STAGES),
+    or a function of the wildcards giving one (adapt: `passthrough` for a variant that trains nothing)."""
+
+    def options(wc) -> str:
+        what = stage(wc) if callable(stage) else stage
+        return launch(what, "-".join([name or what, *(part for v in wc for part in Path(str(v)).parts)]))
+
+    return options
+
+
+def adapt_stage(wc) -> str:
+    """An adaptation that trains nothing (none) only adds the slot tokens and saves: no GPU."""
+    return "adapt" if grid.variant(wc.variant).trains else "passthrough"
+
+
+# Every rule through the launcher holds one unit of the resource `cluster_jobs`, every other one of
+# `local_cores`: the SLURM profile bounds the jobs in flight and the login node's work separately.
 
 
 # ---- the end of a run: the main table and where the files are, or which rule failed ---------------

@@ -8,6 +8,8 @@ rule synthetic:
     params:
         args=flags(config.get("synthetic", {}), dash=True),
         code=code_version("synthetic"),
+    resources:
+        local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:
@@ -24,6 +26,8 @@ rule synthetic_pretrain:
     params:
         args=flags(config.get("synthetic", {}), dash=True),
         code=code_version("synthetic"),
+    resources:
+        local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:
@@ -37,6 +41,8 @@ rule download_beir:
         directory("resources/beir/{dataset}"),
     params:
         code=code_version("beir"),
+    resources:
+        local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:
@@ -54,12 +60,16 @@ rule pretrain_pairs:
         source=pretrain_source(),
         args=flags(config.get("pretrain", {}), dash=True, skip=("source",)),
         code=code_version("wiki"),
+    resources:
+        launch=job_name("pairs", "pretrain_pairs"),
+        cluster_jobs=1,
+    threads: threads_for("pairs")
     conda:
         "../envs/llara.yaml"
     log:
         "logs/pretrain_pairs.log",
     shell:
-        "python -m llara.wiki --source {params.source:q} {params.args} --output {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.wiki --source {params.source:q} {params.args} --output {output} > {log} 2>&1"
 
 
 rule base_model:
@@ -73,7 +83,8 @@ rule base_model:
         args=flags(config.get("base_model", {}).get("tiny", {}), dash=True),
         code=code_version("basemodel"),
     resources:
-        launch=launch("basemodel", "base_model"),
+        launch=job_name("basemodel", "base_model"),
+        cluster_jobs=1,
     threads: threads_for("basemodel")
     conda:
         "../envs/llara.yaml"
@@ -84,3 +95,27 @@ rule base_model:
     shell:
         "{resources.launch} --record {output.job} -- python -m llara.basemodel --corpus {params.corpus:q} "
         "{params.args} --threads {threads} --output {output.model} > {log} 2>&1"
+
+
+# A hub model (base_model.source, a checkpoint's or a baseline's model) at its pinned revision, fetched
+# once on the login node (it needs the network; gated models the user's token); every job reads the
+# folder offline. No code version here: a change to llara.fetch must not delete and fetch 13 GB again.
+FETCHED = fetched_models()
+
+
+rule fetch_model:
+    output:
+        directory("resources/models/{hub}/{revision}"),
+    wildcard_constraints:
+        hub=alternatives({Path(f).parent.name for f in FETCHED}),
+    params:
+        repo=lambda wc: FETCHED[f"resources/models/{wc.hub}/{wc.revision}"][0],
+    resources:
+        local_cores=1,
+    conda:
+        "../envs/llara.yaml"
+    log:
+        "logs/fetch_model/{hub}/{revision}.log",
+    shell:
+        "HF_HUB_OFFLINE=0 python -m llara.fetch --repo-id {params.repo:q} --revision {wildcards.revision:q} "
+        "--output {output} > {log} 2>&1"

@@ -9,16 +9,20 @@ rule encode_corpus:
     input:
         encode_inputs,
     output:
-        multiext("results/encode/{system}/{dataset}/corpus.shard{shard}-of-{num}", npy=".npy", ids=".ids.json", meta=".meta.json"),
+        npy=kept("results/encode/{system}/{dataset}/corpus.shard{shard}-of-{num}.npy"),  # evaluate.keep_encodings
+        ids="results/encode/{system}/{dataset}/corpus.shard{shard}-of-{num}.ids.json",
+        meta="results/encode/{system}/{dataset}/corpus.shard{shard}-of-{num}.meta.json",
         job=job_record("encode_corpus", "{system}", "{dataset}", "shard{shard}-of-{num}"),
     wildcard_constraints:
         **ENCODED_SYSTEM,
     params:
         args=encoder_args,  # the model, the BEIR folder, how it encodes (one function: a callable per
         batch_size=EVAL["batch_size"],  # job costs the paper config's dry run ~1 ms per job)
+        store=EVAL["embedding_dtype"],
         code=code_version("encode"),
     resources:
         launch=job_name("encode"),
+        cluster_jobs=1,
     threads: threads_for("encode")
     conda:
         "../envs/llara.yaml"
@@ -29,7 +33,7 @@ rule encode_corpus:
     shell:
         "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.encode {params.args} "
         "--what corpus --shard {wildcards.shard} --num-shards {wildcards.num} --batch-size {params.batch_size} "
-        "--no-progress --output $(dirname {output.npy:q}) > {log} 2>&1"
+        "--store-dtype {params.store} --no-progress --output $(dirname {output.npy:q}) > {log} 2>&1"
 
 
 rule encode_queries:
@@ -43,9 +47,11 @@ rule encode_queries:
     params:
         args=encoder_args,
         batch_size=EVAL["batch_size"],
+        store=EVAL["embedding_dtype"],
         code=code_version("encode"),
     resources:
         launch=job_name("encode"),
+        cluster_jobs=1,
     threads: threads_for("encode")
     conda:
         "../envs/llara.yaml"
@@ -55,7 +61,7 @@ rule encode_queries:
         benchmark("encode_queries", "{system}", "{dataset}", "{split}")
     shell:
         "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.encode {params.args} "
-        "--what queries --split {wildcards.split} --batch-size {params.batch_size} --no-progress "
+        "--what queries --split {wildcards.split} --batch-size {params.batch_size} --store-dtype {params.store} --no-progress "
         "--output $(dirname {output.npy:q}) > {log} 2>&1"
 
 
@@ -72,6 +78,10 @@ rule search:
         k=EVAL["top_k"],
         index=EVAL["index"],
         code=code_version("search"),
+    resources:
+        launch=job_name("search"),
+        cluster_jobs=1,
+    threads: threads_for("search")
     conda:
         "../envs/llara.yaml"
     log:
@@ -79,7 +89,7 @@ rule search:
     benchmark:
         benchmark("search", "{system}", "{dataset}", "{split}")
     shell:
-        "python -m llara.search {params.dirs} "
+        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.search {params.dirs} "
         "--k {params.k} --index {params.index} --output {output} > {log} 2>&1"
 
 
@@ -92,6 +102,10 @@ rule bm25:
         beir=lambda wc: beir_dir(wc.dataset),
         k=EVAL["top_k"],
         code=code_version("bm25"),
+    resources:
+        launch=job_name("bm25"),
+        cluster_jobs=1,
+    threads: threads_for("bm25")
     conda:
         "../envs/llara.yaml"
     log:
@@ -99,7 +113,7 @@ rule bm25:
     benchmark:
         benchmark("bm25", "baseline/bm25", "{dataset}", "{split}")
     shell:
-        "python -m llara.bm25 --beir-dir {params.beir:q} --split {wildcards.split} --k {params.k} "
+        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.bm25 --beir-dir {params.beir:q} --split {wildcards.split} --k {params.k} "
         "--output {output} > {log} 2>&1"
 
 
@@ -111,6 +125,8 @@ rule score:
     params:
         args=score_args,  # qrels, dataset, split, model, encoding folder
         code=code_version("score"),
+    resources:
+        local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:

@@ -13,12 +13,16 @@ rule mine_bm25:
         source=mine_source_args(),
         args=MINE_ARGS,
         code=code_version("mine"),
+    resources:
+        launch=job_name("mine"),
+        cluster_jobs=1,
+    threads: threads_for("mine")
     conda:
         "../envs/llara.yaml"
     log:
         f"logs/mine/bm25/seed{{seed}}/{TRAIN}.log",
     shell:
-        "python -m llara.mine {params.source} --negatives bm25 {params.args} --seed {wildcards.seed} "
+        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.mine {params.source} --negatives bm25 {params.args} --seed {wildcards.seed} "
         "--output {output} > {log} 2>&1"
 
 
@@ -30,12 +34,16 @@ rule no_negatives:
     params:
         source=mine_source_args(),
         code=code_version("mine"),
+    resources:
+        launch=job_name("mine"),
+        cluster_jobs=1,
+    threads: threads_for("mine")
     conda:
         "../envs/llara.yaml"
     log:
         f"logs/mine/none/{TRAIN}.log",
     shell:
-        "python -m llara.mine {params.source} --negatives none --output {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.mine {params.source} --negatives none --output {output} > {log} 2>&1"
 
 
 # dense: the train split's queries searched with the variant's adapted checkpoint (its zero-shot
@@ -50,12 +58,16 @@ rule mine_dense:
         source=mine_source_args(),
         args=MINE_ARGS,
         code=code_version("mine"),
+    resources:
+        launch=job_name("mine"),
+        cluster_jobs=1,
+    threads: threads_for("mine")
     conda:
         "../envs/llara.yaml"
     log:
         f"logs/mine/dense/{LLARA}/{TRAIN}.log",
     shell:
-        "python -m llara.mine {params.source} --negatives run --run {input.run} {params.args} "
+        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.mine {params.source} --negatives run --run {input.run} {params.args} "
         "--seed {wildcards.seed} --output {output} > {log} 2>&1"
 
 
@@ -77,6 +89,8 @@ rule hf_pairs:
         name=DATA.get("hf_name"),
         args=flags({"max_rows": DATA.get("max_rows")}, dash=True),
         code=code_version("hfpairs"),
+    resources:
+        local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:
@@ -98,6 +112,7 @@ rule finetune:
         code=code_version("finetune"),
     resources:
         launch=job_name("finetune"),
+        cluster_jobs=1,
     threads: threads_for("finetune")
     conda:
         "../envs/llara.yaml"
@@ -119,6 +134,8 @@ rule export_st:
         directory("results/finetune/{style}/{variant}/seed{seed}/{negatives}/model-st"),
     params:
         code=code_version("st"),
+    resources:
+        local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:

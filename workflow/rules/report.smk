@@ -23,6 +23,8 @@ rule tables:
         metric=METRIC_NAME,
         top_k=EVAL["top_k"],  # MS MARCO's recall column: the deepest cut-off the runs can tell
         code=code_version("tables"),
+    resources:
+        local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:
