@@ -260,6 +260,11 @@ class HFEncoder:
             raise DataError(
                 f"{path or 'the model'}: the tokenizer has no EOS token to append; pass --no-append-eos"
             )
+        from llara.model import adds_eos
+
+        # a tokenizer that ends every text with EOS itself (a RepLLaMA sentence-transformers export) gets
+        # none appended: the rows end with one EOS either way
+        self._tokenizer_adds_eos = self.append_eos and adds_eos(self.tokenizer)
         if max_length is None:
             max_length, self.max_length_source = default_max_length(path, self.tokenizer, self.model.config)
         else:
@@ -290,11 +295,12 @@ class HFEncoder:
         gives them) of at most ``max_length`` tokens, the EOS last with ``append_eos``."""
         if self.append_eos and max_length < 2:
             raise ValueError(f"append_eos needs max_length >= 2, got {max_length}")
-        room = max_length - 1 if self.append_eos else max_length  # RepLLaMA: max_length - 1, then EOS
+        append = self.append_eos and not self._tokenizer_adds_eos
+        room = max_length - 1 if append else max_length  # RepLLaMA: max_length - 1, then EOS
         enc = self.tokenizer(list(texts), truncation=True, max_length=room)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         features = [{k: list(enc[k][i]) for k in keys} for i in range(len(texts))]
-        if self.append_eos:
+        if append:
             for f in features:
                 f["input_ids"].append(self.tokenizer.eos_token_id)
                 f["attention_mask"].append(1)
@@ -391,11 +397,7 @@ class LlaraEncoder:
         """What the vectors depend on, as used (recorded in each shard's ``.meta.json``)."""
         return {
             "encoder": "llara",
-            "prompt_style": self.layout.style,
-            "query_prompt": self.layout.query_prompt,
-            "passage_prompt": self.layout.passage_prompt,
-            "query_max_length": self.layout.query_max_length,
-            "passage_max_length": self.layout.passage_max_length,
+            **self.layout.encoder_settings(),  # style and prompts, or pooling, prefixes and EOS
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 

@@ -13,6 +13,14 @@ override them (with a warning where they disagree), and a prompt whose slots ada
 is refused unless ``--allow_untrained_slots``. The layout used is copied into the output. Rows are
 ``{query, pos: [...], neg: [...]}``. No LM head is loaded (the released code computes logits it never
 uses, docs/method.md §8).
+
+RepLLaMA (Ma et al. 2023, arXiv 2310.08319) is the same recipe on a plain base model with another
+layout: ``--layout_preset repllama`` (``"query: "`` / ``"passage: "`` + text + EOS, the final hidden state at
+the EOS; :data:`llara.layout.PRESETS`), or the fields one by one (``--pooling last --query_prefix
+"query: " --passage_prefix "passage: " --append_eos true``, each also over the preset). They apply
+over the input's ``llara_prompt.json`` when it has one (with a warning for each value they change),
+else over the defaults; no slot token is added to a base model. The output's ``llara_prompt.json``
+records the layout, so encoding and the sentence-transformers export need no flag.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from transformers import TrainerCallback, TrainingArguments
 from llara.adapt import LORA_TARGETS
 from llara.grid import KINDS, PROMPT_STYLES, check_choice
 from llara.io import cli_main, cli_warnings
-from llara.layout import layout_flags
+from llara.layout import LAYOUT_POOLINGS, PRESETS, layout_flags
 from llara.model import LlaraModel
 from llara.rows import FINETUNE_FIELDS, RowError, load_rows
 from llara.training import PRECISIONS, StagePlan, lora_wrapper, parse_stage_args, run_stage
@@ -55,6 +63,31 @@ class FinetuneArguments:
     )
     query_max_length: int | None = field(default=None, metadata={"help": "default: the checkpoint's (64)"})
     passage_max_length: int | None = field(default=None, metadata={"help": "default: the checkpoint's (160)"})
+    layout_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"preset of the pooling fields ({', '.join(PRESETS)}; repllama: 'query: ' / 'passage: ' "
+            "+ text + EOS, last-token pooling); default: the checkpoint's"
+        },
+    )
+    pooling: str | None = field(
+        default=None,
+        metadata={
+            "help": f"{', '.join(LAYOUT_POOLINGS)} (RepLLaMA: last); default: the checkpoint's (slots)"
+        },
+    )
+    query_prefix: str | None = field(
+        default=None,
+        metadata={"help": "text before every query (RepLLaMA: 'query: '); default: the checkpoint's"},
+    )
+    passage_prefix: str | None = field(
+        default=None,
+        metadata={"help": "text before every passage (RepLLaMA: 'passage: '); default: the checkpoint's"},
+    )
+    append_eos: bool | None = field(
+        default=None,
+        metadata={"help": "end every row with the EOS token (RepLLaMA); default: the checkpoint's"},
+    )
     allow_untrained_slots: bool = field(
         default=False, metadata={"help": "accept prompts whose slot tokens adaptation never trained"}
     )
@@ -86,6 +119,17 @@ class FinetuneArguments:
         for name in ("query_prompt", "passage_prompt"):
             if getattr(self, name) is not None:
                 check_choice(getattr(self, name), KINDS, name)
+        if self.layout_preset is not None:
+            check_choice(self.layout_preset, tuple(PRESETS), "--layout_preset")
+        if self.pooling is not None:
+            check_choice(self.pooling, LAYOUT_POOLINGS, "--pooling")
+        flags = layout_flags(self)
+        extras = [f"--{k}" for k in ("query_prefix", "passage_prefix", "append_eos") if flags.get(k)]
+        if extras and flags.get("pooling") == "slots":
+            raise ValueError(
+                f"{', '.join(extras)} need --pooling last or mean: with slots the LLaRA prompt frames the "
+                "text and the slot tokens end the row"
+            )
         for name in ("query_max_length", "passage_max_length"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -130,9 +174,11 @@ class PairCollator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
         m, layout = self.llara, self.llara.layout
-        queries = m.prompt_batch([x["query"] for x in items], layout.query_prompt, layout.query_max_length)
+        queries = m.prompt_batch(
+            [x["query"] for x in items], layout.prompt_for("query"), layout.query_max_length
+        )
         texts = [p for x in items for p in x["passages"]]  # (B * G) in groups, positive first
-        passages = m.prompt_batch(texts, layout.passage_prompt, layout.passage_max_length)
+        passages = m.prompt_batch(texts, layout.prompt_for("passage"), layout.passage_max_length)
         return {"queries": queries, "passages": passages}
 
 

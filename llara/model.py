@@ -19,7 +19,11 @@ Read top to bottom, this is the method (docs/method.md §N):
   positions only, and combines the parts as the released code does (§4);
 * ``embed`` / ``embed_texts`` / ``contrastive_loss`` / ``encode``: mean of the final hidden states at
   the slots, L2-normalised (:func:`llara.pooling.pool`, the one pooling function), InfoNCE for
-  fine-tuning.
+  fine-tuning;
+* a layout without slots (``pooling`` ``last``: RepLLaMA, Ma et al. 2023; or ``mean``) goes through the
+  same methods: ``prompt_batch`` builds prefix + text (+ EOS) rows as the tokenizer tokenizes them
+  (:func:`plain_rows`), ``embed`` pools them with :func:`llara.pooling.pool_hidden`; loading adds no
+  slot tokens and resizes nothing, and adaptation refuses such a layout (it trains slots).
 
 The Trainer trains the *stock* module (``self.model``, maybe wrapped by PEFT, DDP or DeepSpeed) and
 calls these methods with that wrapped module as ``net``: saving, sharding and resuming stay the
@@ -48,7 +52,7 @@ from llara.io import DataError
 from llara.layout import PromptLayout
 from llara.losses import bow_loss, chunked_lm_loss, combine_adaptation_losses, info_nce, info_nce_cross_device
 from llara.masks import JointGeometry, joint_layout, position_ids_from_mask
-from llara.pooling import pool
+from llara.pooling import pool, pool_hidden
 from llara.prompts import SLOT_TOKENS, Prompter, left_pad, prepare_tokenizer
 from llara.targets import bow_targets, pad_targets
 
@@ -175,11 +179,53 @@ def tokenizer_of(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+PROBE_TEXT = "a b"  # what the tokenizer's own special tokens around a text are read off
+
+
+def adds_eos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when the tokenizer ends every text with its EOS itself (e.g. a RepLLaMA folder exported for
+    sentence-transformers, :func:`llara.st.eos_tokenizer`), so nothing is to be appended."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        return False
+    ids = tokenizer(PROBE_TEXT)["input_ids"]
+    return ids[-1:] == [eos] and tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"][-1:] != [eos]
+
+
+def plain_rows(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, append_eos: bool
+) -> list[list[int]]:
+    """Rows of a layout without slots (RepLLaMA's): each text tokenized as the tokenizer does (its own
+    special tokens: BOS for Llama, none for Qwen2), cut at the end so that the row, EOS included, is
+    at most ``max_length`` long; with ``append_eos`` the EOS is the last token of every row, appended
+    unless the tokenizer adds it itself (then its truncation keeps it). Prefixes are part of ``texts``.
+    This is Tevatron's ``max_len - 1`` then ``+ [eos]``, and what a stock sentence-transformers
+    ``Transformer`` gives with :func:`llara.st.eos_tokenizer`."""
+    if append_eos and tokenizer.eos_token_id is None:
+        raise ValueError("the layout appends an EOS token (append_eos) and the tokenizer has none")
+    append = append_eos and not adds_eos(tokenizer)
+    room = max_length - 1 if append else max_length
+    if room < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for text before the EOS; raise it")
+    ids = tokenizer(texts, truncation=True, max_length=room)["input_ids"]
+    return [list(r) + [tokenizer.eos_token_id] for r in ids] if append else [list(r) for r in ids]
+
+
 def load_tokenizer(
-    path: str | Path, style: str, allow_untrained_slots: bool = False
+    path: str | Path, style: str | None, allow_untrained_slots: bool = False, append_eos: bool = False
 ) -> PreTrainedTokenizerBase:
-    """Tokenizer of ``path`` prepared for ``style``; a released-style checkpoint must hold the slot tokens."""
+    """Tokenizer of ``path`` prepared for ``style``; a released-style checkpoint must hold the slot tokens.
+    ``style`` None is a layout without slots (RepLLaMA): no token is added, only a pad token and left
+    padding; ``append_eos`` needs an EOS token."""
     tokenizer = tokenizer_of(path)
+    if style is None:
+        if append_eos and tokenizer.eos_token_id is None:
+            raise DataError(
+                f"{path}: the tokenizer has no EOS token, and the layout appends one (append_eos); set "
+                "its eos_token or use a layout with append_eos false"
+            )
+        prepare_tokenizer(tokenizer, "paper")  # the paper style adds no token: pad token, left padding
+        return tokenizer
     if style == "released" and not has_slot_tokens(tokenizer) and not allow_untrained_slots:
         raise ValueError(
             f"{path}: the tokenizer lacks the slot tokens <s1>..<s16> of the released prompt style, so "
@@ -188,6 +234,11 @@ def load_tokenizer(
         )
     prepare_tokenizer(tokenizer, style)
     return tokenizer
+
+
+def tokenizer_style(layout: PromptLayout) -> str | None:
+    """The ``style`` :func:`load_tokenizer` prepares for ``layout``: None (no slot tokens) without slots."""
+    return layout.style if layout.uses_slots else None
 
 
 def adapter_base_path(adapter_dir: Path) -> str:
@@ -261,7 +312,8 @@ class LlaraModel(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.layout = layout
-        self.prompter = Prompter(tokenizer, layout.style)
+        # the LLaRA prompt builder; a layout without slots has none (its rows: plain_rows)
+        self.prompter = Prompter(tokenizer, layout.style) if layout.uses_slots else None
 
     @classmethod
     def from_pretrained(
@@ -278,7 +330,7 @@ class LlaraModel(nn.Module):
         ``llara_prompt.json`` (else the defaults), then ``layout_overrides`` (e.g. ``style="paper"``;
         None keeps the checkpoint's), with a warning for every value that disagrees with the file."""
         layout = PromptLayout.resolve(path, allow_untrained_slots=allow_untrained_slots, **layout_overrides)
-        tokenizer = load_tokenizer(path, layout.style, allow_untrained_slots)
+        tokenizer = load_tokenizer(path, tokenizer_style(layout), allow_untrained_slots, layout.append_eos)
         model = load_module(path, head=head, dtype=dtype, attn_implementation=attn_implementation)
         resize_for_tokenizer(model, tokenizer)
         return cls(model, tokenizer, layout)
@@ -319,8 +371,19 @@ class LlaraModel(nn.Module):
     def prompt_batch(
         self, texts: list[str], kind: str, max_length: int, pad_to_multiple_of: int | None = None
     ):
-        """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` (B, T) under prompt ``kind``."""
-        return self._pad([self.prompter.build(t, kind, max_length) for t in texts], pad_to_multiple_of)
+        """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` (B, T) under prompt ``kind``
+        (``layout.prompt_for(role)``: a prompt kind with slots; ``query`` / ``passage`` without, whose
+        prefix goes before each text, see :func:`plain_rows`)."""
+        layout = self.layout
+        if layout.uses_slots:
+            return self._pad([self.prompter.build(t, kind, max_length) for t in texts], pad_to_multiple_of)
+        if kind not in ("query", "passage"):
+            raise ValueError(
+                f"a layout with {layout.pooling} pooling embeds roles (query, passage), not prompt {kind!r}"
+            )
+        prefix = layout.prefix_for(kind)
+        rows = plain_rows(self.tokenizer, [prefix + t for t in texts], max_length, layout.append_eos)
+        return self._pad(rows, pad_to_multiple_of)
 
     def targets(self, texts: list[str], max_length: int, remove_stop_words: bool) -> list[list[int]]:
         specials = frozenset(self.tokenizer.all_special_ids)
@@ -340,6 +403,11 @@ class LlaraModel(nn.Module):
         joint 4-D mask is built on the model's device in its dtype), ``lm_labels`` (B, T) with -100
         off the text, and ``{kind}_targets`` (B, K) padded with -1."""
         p, kinds = self.prompter, target_kinds(variant)
+        if p is None:
+            raise ValueError(
+                f"adaptation trains the slot tokens, and this layout pools {self.layout.pooling!r} (no "
+                "slots); adapt a model whose llara_prompt.json has pooling 'slots' (or none)"
+            )
         if not kinds:
             raise ValueError(f"variant {variant!r} trains nothing: it has no adaptation loss")
         if len(kinds) == 2:  # both halves in one pass (docs/method.md §3)
@@ -440,13 +508,17 @@ class LlaraModel(nn.Module):
     def embed(
         self, batch: dict[str, Tensor], *, net: nn.Module | None = None, normalize: bool = True
     ) -> Tensor:
-        """A left-padded prompt batch -> pooled slot states, L2-normalised. (B, H)"""
+        """A left-padded prompt batch -> pooled states, L2-normalised: the slots' mean (LLaRA), else
+        the layout's pooling over the real tokens (``last``: RepLLaMA's EOS). (B, H)"""
         hidden = last_hidden(net if net is not None else self.model, batch)  # (B, T, H)
-        return pool(hidden, self.n_slots, normalize=normalize)
+        if self.layout.uses_slots:
+            return pool(hidden, self.n_slots, normalize=normalize)
+        return pool_hidden(hidden, batch["attention_mask"], self.layout.pooling, normalize=normalize)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str], kind: str, max_length: int) -> Tensor:
-        """One batch of texts -> (N, H) float32 embeddings under prompt ``kind`` (on the model's device)."""
+        """One batch of texts -> (N, H) float32 embeddings under prompt ``kind`` (``layout.prompt_for``
+        of a role; on the model's device)."""
         batch = self.prompt_batch(texts, kind, max_length)
         return self.embed({k: v.to(self.device) for k, v in batch.items()}).float()
 
@@ -472,8 +544,9 @@ class LlaraModel(nn.Module):
     def encode(
         self, texts: list[str], role: str, *, batch_size: int = 32, max_length: int | None = None
     ) -> Tensor:
-        """Texts -> (N, H) float32 embeddings; ``role`` is ``query`` or ``passage`` (its prompt and length
-        come from the layout) or a prompt kind (``ebae`` / ``ebar``, then give ``max_length``)."""
+        """Texts -> (N, H) float32 embeddings; ``role`` is ``query`` or ``passage`` (its prompt or prefix
+        and length come from the layout) or, with slots, a prompt kind (``ebae`` / ``ebar``, then give
+        ``max_length``)."""
         if role in ("query", "passage"):
             kind = self.layout.prompt_for(role)
             max_length = max_length or self.layout.max_length_for(role)

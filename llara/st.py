@@ -21,6 +21,17 @@ namespace)::
     model = SentenceTransformer("ckpt-st", trust_remote_code=True)
     q = model.encode_query(["what is llara?"]); p = model.encode_document(["LLaRA adapts ..."])
 
+A checkpoint whose layout has no slots (RepLLaMA: ``pooling`` ``last``, prefixes, EOS appended;
+:mod:`llara.layout`) exports, unless ``--reference``, to a folder of *stock* sentence-transformers
+modules, loadable without ``llara`` installed and without ``trust_remote_code``: ``Transformer``
+(the weights, any LoRA adapter merged; the tokenizer made to end every text with EOS by itself,
+:func:`eos_tokenizer`; right padding; per-task lengths ``query_length`` / ``document_length`` from the
+layout) + ``Pooling(pooling_mode="lasttoken")`` (``mean`` for a mean layout) + ``Normalize``, with the
+layout's prefixes as the model's prompts ``{"query": ..., "document": ...}`` (the names
+``encode_query`` / ``encode_document`` and MTEB look up). It embeds as ``LlaraModel.encode`` does: the
+export checks that the written tokenizer, reloaded, gives our rows. ``--reference`` still writes the
+``LlaraSTModule`` folder (stock modules cannot load another folder's adapter).
+
 MTEB: :func:`write_mteb_folder` turns a BEIR folder into the local layout MTEB's retrieval loader reads
 (no hub), :func:`local_retrieval_task` makes a retrieval task of it, and ``mteb.evaluate`` runs the
 SentenceTransformer on it (MTEB calls ``encode_query`` / ``encode_document``).
@@ -29,14 +40,17 @@ CLI::
 
     python -m llara.st --model results/finetune/.../model --output results/finetune/.../model-st \\
         [--reference] [--query-prompt ebar --passage-prompt ebae --query-max-length 64 ...]
+        [--layout-preset repllama]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -48,18 +62,30 @@ from sentence_transformers.base.modules.input_module import InputModule
 
 from llara.grid import KINDS, PROMPT_STYLES, check_choice
 from llara.io import BAD_INPUT, DataError, atomic_folder, cli_main
-from llara.layout import PromptLayout, layout_flags
-from llara.model import LlaraModel, adapter_base_path, load_tokenizer
+from llara.layout import PRESETS, PromptLayout, layout_flags
+from llara.model import (
+    PROBE_TEXT,
+    LlaraModel,
+    adapter_base_path,
+    adds_eos,
+    load_tokenizer,
+    plain_rows,
+    tokenizer_style,
+)
 
 ST_CONFIG_FILE = "llara_st.json"
 ROLES = ("query", "passage")
 # sentence-transformers' task names (encode_query -> "query", encode_document -> "document") -> our roles
 TASK_ROLES = {"query": "query", "document": "passage", "passage": "passage", "corpus": "passage"}
 SIMILARITY = "dot"  # embeddings are L2-normalised; LLaRA and faiss IndexFlatIP score by inner product
+ST_POOLING = {"last": "lasttoken", "mean": "mean"}  # layout pooling -> sentence-transformers Pooling mode
+ST_PROMPTS = {"query": "query", "passage": "document"}  # our roles -> the prompt names ST and MTEB look up
 
 
 class LlaraSTModule(InputModule):
-    """sentence-transformers input module: texts -> LLaRA slot embeddings (B, H), float32, unit length.
+    """sentence-transformers input module: texts -> embeddings (B, H), float32, unit length, as
+    ``LlaraModel.embed`` makes them under the checkpoint's layout (LLaRA's slots; any other layout too,
+    which ``--reference`` folders of a RepLLaMA checkpoint use).
 
     ``checkpoint`` is None when the weights are in the module's own folder, else the path of the
     checkpoint relative to it (a ``--reference`` folder). ``default_role`` is the role of a plain
@@ -210,12 +236,19 @@ def build(
 ):
     """A SentenceTransformer of ``checkpoint`` (a grid checkpoint, a LoRA adapter folder, a merged model,
     or a BAAI-layout folder), in memory; ``layout_overrides`` as for ``LlaraModel.from_pretrained``."""
-    from sentence_transformers import SentenceTransformer
-
     llara = LlaraModel.from_pretrained(
         checkpoint, dtype=dtype, allow_untrained_slots=allow_untrained_slots, **layout_overrides
     )
-    module = LlaraSTModule(llara.eval(), default_role, None, allow_untrained_slots)
+    return sentence_transformer(llara.eval(), default_role, allow_untrained_slots, device)
+
+
+def sentence_transformer(
+    llara: LlaraModel, default_role: str, allow_untrained_slots: bool, device: str | None = None
+):
+    """The in-memory SentenceTransformer of one :class:`LlaraSTModule` around a loaded model."""
+    from sentence_transformers import SentenceTransformer
+
+    module = LlaraSTModule(llara, default_role, None, allow_untrained_slots)
     return SentenceTransformer(modules=[module], similarity_fn_name=SIMILARITY, device=device)
 
 
@@ -223,8 +256,95 @@ def checked_layout(checkpoint: Path, allow_untrained_slots: bool = False, **over
     """The layout ``LlaraModel.from_pretrained(checkpoint, **overrides)`` would use, with its checks
     (trained slots, slot tokens in the tokenizer), without loading the weights."""
     layout = PromptLayout.resolve(checkpoint, allow_untrained_slots=allow_untrained_slots, **overrides)
-    load_tokenizer(checkpoint, layout.style, allow_untrained_slots)
+    load_tokenizer(checkpoint, tokenizer_style(layout), allow_untrained_slots, layout.append_eos)
     return layout
+
+
+# ---- a layout without slots: stock sentence-transformers modules -------------------------------------
+def eos_tokenizer(tokenizer: Any, where: str | Path = "the tokenizer") -> Any:
+    """A copy of ``tokenizer`` that ends every text with its EOS by itself, as a stock sentence-transformers
+    ``Transformer`` needs (it appends nothing): the backend's post-processor becomes ``<its leading
+    special tokens> $A <eos>``, so the BOS a Llama tokenizer puts first stays, and truncation keeps the
+    EOS. (``add_eos_token = True`` rebuilds the post-processor from flags that say no BOS for tokenizers
+    saved by transformers 5, dropping the BOS.) A tokenizer that already does is copied as it is."""
+    from tokenizers import processors
+
+    tok = copy.deepcopy(tokenizer)
+    if adds_eos(tok):
+        return tok
+    backend = getattr(tok, "backend_tokenizer", None)
+    plain = tok(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    full = tok(PROBE_TEXT)["input_ids"]
+    head = full[: len(full) - len(plain)]
+    if backend is None or tok.eos_token_id is None or full[len(head) :] != plain:
+        raise DataError(
+            f"{where}: cannot make the tokenizer end every text with EOS (it has no fast backend, no EOS "
+            "token, or puts special tokens after the text); export with --reference instead"
+        )
+    lead = tok.convert_ids_to_tokens(head)  # e.g. ["<s>"]
+    eos = tok.eos_token
+    specials = dict(zip(lead, head, strict=True)) | {eos: tok.eos_token_id}
+    backend.post_processor = processors.TemplateProcessing(
+        single=[*lead, "$A", eos],
+        pair=[*lead, "$A", eos, *(f"{t}:1" for t in lead), "$B:1", f"{eos}:1"],
+        special_tokens=list(specials.items()),
+    )
+    return tok
+
+
+def check_stock_tokenizer(folder: Path, llara: LlaraModel) -> None:
+    """The tokenizer written to ``folder``, reloaded as sentence-transformers will, must give the rows
+    ``LlaraModel`` builds (prefix + text cut to the length, EOS last), at both lengths."""
+    from transformers import AutoTokenizer
+
+    written = AutoTokenizer.from_pretrained(str(folder))
+    layout = llara.layout
+    texts = [PROBE_TEXT, " ".join([PROBE_TEXT] * 400)]  # a short one, and one cut at either length
+    for role in ROLES:
+        length = layout.max_length_for(role)
+        rows = [layout.prefix_for(role) + t for t in texts]
+        ours = plain_rows(llara.tokenizer, rows, length, layout.append_eos)
+        theirs = [list(r) for r in written(rows, truncation=True, max_length=length)["input_ids"]]
+        if theirs != ours:
+            raise DataError(
+                f"{folder}: the exported tokenizer does not tokenize {role}s as the checkpoint does "
+                f"({theirs[0]} vs {ours[0]}); export with --reference instead"
+            )
+
+
+def write_stock(folder: Path, llara: LlaraModel, default_role: str, dtype: torch.dtype) -> None:
+    """The files of a stock sentence-transformers model of ``llara`` (a layout without slots) in
+    ``folder``: ``Transformer`` + ``Pooling`` + ``Normalize``, the prefixes as prompts, and
+    ``llara_prompt.json`` (the folder is a checkpoint ``llara.encode`` reads as well)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    layout = llara.layout
+    stage = folder / "hf-model"  # the plain HF folder the Transformer module is made from
+    llara.model.save_pretrained(stage)
+    (eos_tokenizer(llara.tokenizer, stage) if layout.append_eos else llara.tokenizer).save_pretrained(stage)
+    check_stock_tokenizer(stage, llara)
+    transformer = Transformer(
+        str(stage),
+        model_kwargs={"dtype": dtype},
+        max_seq_length=layout.max_length_for(default_role),  # a plain encode() is the default role's
+        query_length=layout.query_max_length,
+        document_length=layout.passage_max_length,
+        # positions count from 0 at the first token, as ours do from each row's first real token
+        processing_kwargs={"text": {"padding_side": "right"}},
+    )
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=ST_POOLING[layout.pooling])
+    model = SentenceTransformer(
+        modules=[transformer, pooling, Normalize()],
+        prompts={ST_PROMPTS[r]: layout.prefix_for(r) for r in ROLES},
+        default_prompt_name=ST_PROMPTS[default_role],
+        similarity_fn_name=SIMILARITY,
+        device="cpu",
+    )
+    model.save_pretrained(str(folder), create_model_card=False)
+    shutil.rmtree(stage)
+    layout.save(folder)
 
 
 def write_reference(
@@ -262,6 +382,26 @@ def write_reference(
 
 def card(layout: PromptLayout, source: str, reference: str | None) -> str:
     where = f"the checkpoint at `{reference}` (relative to this folder)" if reference else "this folder"
+    if not layout.uses_slots:
+        eos = " + EOS" if layout.append_eos else ""
+        token = "the last token" if layout.pooling == "last" else "the mean over the tokens"
+        stock = reference is None
+        load = "" if stock else ", trust_remote_code=True"
+        return f"""# Dense retriever (sentence-transformers{", stock modules" if stock else ""})
+
+Written by `python -m llara.st` from `{source}`; weights: {where}.
+Layout: queries `{layout.query_prefix!r}` + text{eos} (max {layout.query_max_length} tokens), passages
+`{layout.passage_prefix!r}` + text{eos} (max {layout.passage_max_length} tokens); embedding = final hidden
+state at {token}, L2-normalised; score = inner product.
+
+```python
+from sentence_transformers import SentenceTransformer{"" if stock else "  # needs `pip install llara`"}
+model = SentenceTransformer("PATH/TO/THIS/FOLDER"{load})
+q = model.encode_query(["a question"])  # the query prefix goes first
+p = model.encode_document(["a passage"])
+scores = model.similarity(q, p)
+```
+"""
     return f"""# LLaRA retriever (sentence-transformers)
 
 Written by `python -m llara.st` from `{source}`; weights: {where}.
@@ -307,26 +447,25 @@ def export(
         ref = os.path.relpath(checkpoint.resolve(), output.resolve())
     else:
         dtype = dtype or stored_dtype(checkpoint)
-        model = build(
-            checkpoint,
-            default_role=default_role,
-            dtype=dtype,
-            allow_untrained_slots=allow_untrained_slots,
-            device="cpu",
-            **layout_overrides,
-        )
-        layout, ref = model[0].layout, None
+        llara = LlaraModel.from_pretrained(
+            checkpoint, dtype=dtype, allow_untrained_slots=allow_untrained_slots, **layout_overrides
+        ).eval()
+        layout, ref = llara.layout, None
     with atomic_folder(output, overwrite=overwrite) as tmp:
         if reference:
             write_reference(tmp, layout, ref, default_role, allow_untrained_slots)
+        elif not layout.uses_slots:  # stock modules (see the module docstring)
+            write_stock(tmp, llara, default_role, dtype)
         else:
+            model = sentence_transformer(llara, default_role, allow_untrained_slots, device="cpu")
             model.save_pretrained(str(tmp), create_model_card=False)
         (tmp / "README.md").write_text(card(layout, ref or checkpoint.name, ref))
     return output
 
 
 def load(path: str | Path, device: str | None = None, **kwargs: Any):
-    """``SentenceTransformer(path, trust_remote_code=True)``: the folder's module class is ours."""
+    """``SentenceTransformer(path, trust_remote_code=True)``: the folder's module class is ours (a folder
+    of stock modules loads the same way)."""
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(
@@ -395,7 +534,8 @@ def fingerprint(folder: str | Path) -> str:
     it changes whenever a file is rewritten, without reading the weights."""
     folder = Path(folder).resolve()
     dirs = [folder]
-    ref = json.loads((folder / ST_CONFIG_FILE).read_text()).get("checkpoint")
+    module_config = folder / ST_CONFIG_FILE  # a folder of stock modules has none
+    ref = json.loads(module_config.read_text()).get("checkpoint") if module_config.is_file() else None
     if ref is not None:
         dirs.append((folder / ref).resolve())
     digest = hashlib.sha256()
@@ -445,6 +585,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--passage-prompt", choices=KINDS, default=None, help="default: the checkpoint's")
     p.add_argument("--query-max-length", type=int, default=None, help="default: the checkpoint's (64)")
     p.add_argument("--passage-max-length", type=int, default=None, help="default: the checkpoint's (160)")
+    p.add_argument(
+        "--layout-preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="pooling fields of a method (repllama: prefixes + EOS, last token); default: the checkpoint's",
+    )
     p.add_argument("--allow-untrained-slots", action="store_true")
     args = p.parse_args(argv)
     for name in ("query_max_length", "passage_max_length"):
@@ -473,7 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
     layout = PromptLayout.read(out)
-    print(f"{out}: SentenceTransformer of {args.model} ({layout}); load with trust_remote_code=True")
+    stock = not (out / ST_CONFIG_FILE).exists()  # a layout without slots, not --reference
+    how = "stock modules" if stock else "load with trust_remote_code=True"
+    print(f"{out}: SentenceTransformer of {args.model} ({layout}); {how}")
     return 0
 
 

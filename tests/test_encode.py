@@ -604,6 +604,7 @@ def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path,
     assert meta["encoder"] | {"dtype": None} == {
         "encoder": "llara", "prompt_style": "released", "query_prompt": "ebae", "passage_prompt": "ebae",
         "query_max_length": 96, "passage_max_length": 128, "dtype": None,
+        "pooling": "slots", "query_prefix": "", "passage_prefix": "", "append_eos": False,
     }  # fmt: skip
     assert "overridden" not in caplog.text
     out = tmp_path / "b"

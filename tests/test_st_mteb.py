@@ -5,7 +5,9 @@ LoRA fine-tuned for 2 steps by ``llara.finetune`` on SciFact train rows: an adap
 is recorded relative to it) is scored on a fixed SciFact subsample three ways: ``llara.encode`` +
 ``llara.search`` + ``llara.score`` CLIs; the SentenceTransformer that ``python -m llara.st`` writes,
 with our search and score; ``mteb.evaluate`` on that SentenceTransformer with the subsample as a local
-MTEB retrieval task.
+MTEB retrieval task. The same three ways for a RepLLaMA checkpoint (the same random Llama without slot
+tokens, fine-tuned with ``--layout_preset repllama``), whose export is made of stock
+sentence-transformers modules (``Transformer`` + last-token ``Pooling`` + ``Normalize``).
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ def sub_dir(scifact, tmp_path_factory):
     return st.write_mteb_folder(ds, tmp_path_factory.mktemp("scifact-sub"))
 
 
-@pytest.fixture(scope="module")
-def tuned(scifact, sub_dir, tmp_path_factory):
-    """(base folder, LoRA adapter folder): a random slotted Llama fine-tuned 2 steps on SciFact train."""
+def tune(scifact, sub_dir, tmp_path_factory, slots: bool, *layout_flags: str):
+    """(base folder, LoRA adapter folder): a random Llama (with the slot tokens, or plain) fine-tuned 2
+    steps on SciFact train."""
     from transformers import LlamaTokenizer
 
     from llara.finetune import main as finetune
@@ -54,7 +56,8 @@ def tuned(scifact, sub_dir, tmp_path_factory):
     texts = ds.corpus_items()[1] + ds.query_items()[1]
     tok = LlamaTokenizer().train_new_from_iterator(texts, vocab_size=2000)
     tok.add_bos_token = True
-    tok.add_special_tokens({"additional_special_tokens": list(SLOT_TOKENS)})
+    if slots:
+        tok.add_special_tokens({"additional_special_tokens": list(SLOT_TOKENS)})
     base = tmp_path_factory.mktemp("base")
     tiny_model("llama", vocab_size=len(tok), seed=0).save_pretrained(base)
     tok.save_pretrained(base)
@@ -82,10 +85,22 @@ def tuned(scifact, sub_dir, tmp_path_factory):
             str(PASSAGE_MAX),
         ]
         + ["--learning_rate", "1e-3", "--lora_r", "4", "--lora_alpha", "8", "--use_cpu", "--seed", "0"]
-        + ["--report_to", "none", "--save_strategy", "no", "--logging_steps", "1"]
+        + ["--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", *layout_flags]
     )
     assert (out / "adapter_config.json").exists()
     return base, out
+
+
+@pytest.fixture(scope="module")
+def tuned(scifact, sub_dir, tmp_path_factory):
+    """A slotted Llama, LoRA fine-tuned as LLaRA (its default layout)."""
+    return tune(scifact, sub_dir, tmp_path_factory, True)
+
+
+@pytest.fixture(scope="module")
+def tuned_repllama(scifact, sub_dir, tmp_path_factory):
+    """The plain Llama (no slot tokens, no llara_prompt.json), LoRA fine-tuned as RepLLaMA."""
+    return tune(scifact, sub_dir, tmp_path_factory, False, "--layout_preset", "repllama")
 
 
 def _text(ds, doc_id):
@@ -132,11 +147,30 @@ def assert_same_top10(run: dict, reference: dict, what: str) -> None:
         np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5, err_msg=what)
 
 
+@pytest.fixture(scope="module")
+def st_repllama_dir(tuned_repllama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("st-repllama") / "repllama-st"
+    assert st.main(["--model", str(tuned_repllama[1]), "--output", str(out)]) == 0
+    return out
+
+
 def test_three_ways_give_one_ndcg(sub_dir, tuned, st_dir, tmp_path, monkeypatch):
+    three_ways(sub_dir, tuned[1], st_dir, tmp_path, monkeypatch)
+
+
+def test_three_ways_give_one_ndcg_for_repllama(
+    sub_dir, tuned_repllama, st_repllama_dir, tmp_path, monkeypatch
+):
+    three_ways(sub_dir, tuned_repllama[1], st_repllama_dir, tmp_path, monkeypatch)
+
+
+def three_ways(sub_dir, ckpt, st_dir, tmp_path, monkeypatch) -> None:
+    """Our CLIs on ``ckpt``, the SentenceTransformer folder ``st_dir`` with our search and score, and
+    MTEB on that folder: one NDCG@10 and the same top 10 of every query."""
     import datasets
     import mteb
 
-    run, ours = run_ours(sub_dir, tuned[1], tmp_path)
+    run, ours = run_ours(sub_dir, ckpt, tmp_path)
 
     model = st.load(st_dir, device="cpu")
     ds = load_beir(sub_dir, "test")
@@ -149,7 +183,7 @@ def test_three_ways_give_one_ndcg(sub_dir, tuned, st_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
     task = st.local_retrieval_task(sub_dir, "LlaraSciFactSubsample")
     wrapper = st.mteb_model(st_dir, device="cpu")
-    assert wrapper.mteb_model_meta.name == "llara/model-st"
+    assert wrapper.mteb_model_meta.name == f"llara/{st_dir.name}"
     result = mteb.evaluate(wrapper, task, cache=None, prediction_folder=tmp_path, show_progress_bar=False)
     via_mteb = result.task_results[0].scores["test"][0]["ndcg_at_10"]
     mteb_run = json.loads((tmp_path / "LlaraSciFactSubsample_predictions.json").read_text())["default"][
@@ -203,6 +237,85 @@ def test_st_embeds_as_llara_encode(tuned, st_dir, tmp_path):
     thin_model.save(str(tmp_path / "elsewhere" / "st"))  # saved elsewhere, it still finds the adapter
     moved = st.load(tmp_path / "elsewhere" / "st", device="cpu")
     torch.testing.assert_close(moved.encode_document(texts, convert_to_tensor=True), p, atol=1e-5, rtol=0)
+
+
+def test_repllama_exports_stock_modules_that_embed_as_llara_encode(tuned_repllama, st_repllama_dir, tmp_path):
+    """Stock modules only (no llara class, no trust_remote_code), the prefixes as the prompts, EOS
+    appended by the tokenizer itself; both roles, long texts cut before the EOS, a plain encode()."""
+    from sentence_transformers import SentenceTransformer
+
+    modules = json.loads((st_repllama_dir / "modules.json").read_text())
+    assert [m["type"] for m in modules] == [
+        "sentence_transformers.base.modules.transformer.Transformer",
+        "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+        "sentence_transformers.base.modules.normalize.Normalize",
+    ]
+    assert not (st_repllama_dir / st.ST_CONFIG_FILE).exists() and not (st_repllama_dir / "hf-model").exists()
+    assert (
+        json.loads((st_repllama_dir / "1_Pooling" / "config.json").read_text())["pooling_mode"] == "lasttoken"
+    )
+    config = json.loads((st_repllama_dir / "config_sentence_transformers.json").read_text())
+    assert config["prompts"] == {"query": "query: ", "document": "passage: "}
+    bert = json.loads((st_repllama_dir / "sentence_bert_config.json").read_text())
+    assert (bert["query_length"], bert["document_length"]) == (QUERY_MAX, PASSAGE_MAX)
+
+    model = SentenceTransformer(str(st_repllama_dir), device="cpu")  # stock: no trust_remote_code
+    llara = LlaraModel.from_pretrained(tuned_repllama[1])
+    assert llara.layout == st.PromptLayout.read(st_repllama_dir) and llara.layout.pooling == "last"
+    texts = ["where is the river city", "gene expression " * 80, "a", "Vitamin D deficiency raises risk."]
+    q = model.encode_query(texts, convert_to_tensor=True)
+    p = model.encode_document(texts, convert_to_tensor=True)
+    torch.testing.assert_close(q, llara.encode(texts, "query"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(p, llara.encode(texts, "passage"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.encode(texts, convert_to_tensor=True), p, atol=1e-6, rtol=0)
+    rows = model[0].preprocess(["query: " + texts[1]], task="query")["input_ids"][0].tolist()
+    assert (
+        len(rows) == QUERY_MAX
+        and rows[-1] == llara.tokenizer.eos_token_id
+        and rows[0] == llara.tokenizer.bos_token_id
+    )
+    # the folder is a merged checkpoint of the same layout too: our loader reads it (no second EOS)
+    merged = LlaraModel.from_pretrained(st_repllama_dir)
+    torch.testing.assert_close(merged.encode(texts, "query"), q, atol=1e-5, rtol=0)
+    # --reference: no weights, our module around the adapter (stock modules cannot load it)
+    thin = tuned_repllama[1].parent / "repllama-st-ref"
+    assert st.main(["--model", str(tuned_repllama[1]), "--output", str(thin), "--reference"]) == 0
+    thin_model = st.load(thin, device="cpu")
+    torch.testing.assert_close(thin_model.encode_query(texts, convert_to_tensor=True), q, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        thin_model.encode_document(texts, convert_to_tensor=True), p, atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mode"),
+    [
+        ({}, "lasttoken"),  # the CLI's --layout-preset repllama alone
+        ({"pooling": "mean", "append_eos": False, "query_prefix": "q: "}, "mean"),
+    ],
+)
+def test_a_plain_base_exports_stock_modules_with_the_preset_flag(tiny_model_dir, tmp_path, overrides, mode):
+    """``python -m llara.st --layout-preset repllama`` on a plain base (no training): the stock folder;
+    a mean-pooling layout (through ``export``'s overrides) too."""
+    out = tmp_path / "base-st"
+    if overrides:
+        st.export(tiny_model_dir, out, **{**st.PRESETS["repllama"], **overrides})
+    else:
+        assert (
+            st.main(["--model", str(tiny_model_dir), "--output", str(out), "--layout-preset", "repllama"])
+            == 0
+        )
+    model = st.load(out, device="cpu")
+    ref = LlaraModel.from_pretrained(tiny_model_dir, **{**st.PRESETS["repllama"], **overrides})
+    assert ref.layout == st.PromptLayout.read(out)
+    texts = ["the river city", "music school " * 100]
+    torch.testing.assert_close(
+        model.encode_query(texts, convert_to_tensor=True), ref.encode(texts, "query"), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        model.encode_document(texts, convert_to_tensor=True), ref.encode(texts, "passage"), atol=1e-5, rtol=0
+    )
+    assert json.loads((out / "1_Pooling" / "config.json").read_text())["pooling_mode"] == mode
 
 
 def test_baai_layout_folder(slotted_model_dir, tmp_path):
