@@ -6,8 +6,11 @@
   needs: the schema, the wildcards, the rules and the tables take their names from this module;
 - the evaluation stages (``zeroshot``: the adapted checkpoint as it is, ``finetuned``) and the kinds of
   fine-tuning negatives;
-- :class:`System`: what one row of a table is (a LLaRA model at a stage, a released checkpoint, a
-  baseline), with :meth:`System.to_path` / :meth:`System.from_path` for the grid's path segment.
+- the retrievers the grid trains beside the variants, without adaptation (RepLLaMA: :data:`RETRIEVERS`):
+  the base decoder fine-tuned with the same recipe, encoding with its own prefixes and pooling;
+- :class:`System`: what one row of a table is (a LLaRA model at a stage, a trained retriever, a released
+  checkpoint, a baseline), with :meth:`System.to_path` / :meth:`System.from_path` for the grid's path
+  segment.
 
 Light on purpose (no torch, no pandas): the workflow imports it at parse time.
 """
@@ -94,8 +97,30 @@ def default_prompts() -> dict[str, dict[str, str]]:
     return {name: dict(v.prompts) for name, v in VARIANT_REGISTRY.items()}
 
 
+# ---- retrievers trained beside the variants (no adaptation) --------------------------------------------
+@dataclass(frozen=True)
+class Retriever:
+    """An LLM retriever the grid fine-tunes from the base model exactly as it fine-tunes the variants
+    (data, negatives, seeds, steps), encoding ``query_prefix + query`` and ``passage_prefix + title +
+    text`` (EOS appended when ``append_eos``) pooled by ``pooling`` (llara.pooling.pool_hidden)."""
+
+    name: str
+    pooling: str
+    query_prefix: str
+    passage_prefix: str
+    append_eos: bool
+
+
+# RepLLaMA (Ma et al. 2023, "Fine-Tuning LLaMA for Multi-Stage Text Retrieval", arXiv 2310.08319; Tevatron):
+# "query: " / "passage: " prefixes, EOS appended, the L2-normalised last hidden state at the EOS
+RETRIEVERS = {
+    "repllama": Retriever("repllama", pooling="last", query_prefix="query: ", passage_prefix="passage: ", append_eos=True),
+}  # fmt: skip
+REFERENCE = "repllama"  # the paper's own baseline: deltas.md compares each variant with it too
+
+
 # ---- systems: what a row of a table is ---------------------------------------------------------------
-LLARA, CHECKPOINT, BASELINE = "llara", "checkpoint", "baseline"
+LLARA, RETRIEVER, CHECKPOINT, BASELINE = "llara", "retriever", "checkpoint", "baseline"
 _SEED = re.compile(r"seed(\d+)")
 
 
@@ -105,20 +130,22 @@ class System:
 
     - ``llara/<style>/<variant>/seed<N>/zeroshot`` or ``.../finetuned/<negatives>``: a model the grid
       adapted (and fine-tuned);
+    - ``retriever/<name>/seed<N>/zeroshot`` or ``.../finetuned/<negatives>``: a retriever the grid
+      fine-tunes from the base model (RepLLaMA; zero-shot: the base model encoding its way);
     - ``checkpoint/<name>/zeroshot`` or ``checkpoint/<name>/finetuned/<negatives>``: a released
       checkpoint scored as it is;
     - ``baseline/<name>``: BM25 or a plain encoder.
     """
 
     family: str
-    name: str  # the variant, the checkpoint's or the baseline's name
+    name: str  # the variant, the retriever's, the checkpoint's or the baseline's name
     style: str | None = None
     seed: int | None = None
     stage: str | None = None
     negatives: str | None = None
 
     def __post_init__(self) -> None:
-        check_choice(self.family, (LLARA, CHECKPOINT, BASELINE), "system family")
+        check_choice(self.family, (LLARA, RETRIEVER, CHECKPOINT, BASELINE), "system family")
         if self.family == BASELINE:
             if any(v is not None for v in (self.style, self.seed, self.stage, self.negatives)):
                 raise ValueError(f"baseline {self.name!r} has no style, seed, stage or negatives")
@@ -130,8 +157,10 @@ class System:
             raise ValueError("a zero-shot system has no negatives")
         if self.family == LLARA:
             check_choice(str(self.style), PROMPT_STYLES, "prompt style")
-            if not isinstance(self.seed, int) or self.seed < 0:
-                raise ValueError(f"a LLaRA system needs a seed >= 0, got {self.seed!r}")
+        if self.family == RETRIEVER and self.style is not None:
+            raise ValueError(f"retriever {self.name!r} has no prompt style")
+        if self.family in (LLARA, RETRIEVER) and (not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"a {self.family} system needs a seed >= 0, got {self.seed!r}")
 
     @property
     def stage_segment(self) -> str:
@@ -139,7 +168,10 @@ class System:
 
     @property
     def model_segment(self) -> str:
-        """``<style>/<variant>/seed<N>``: the adapted model's path below results/adapt (LLaRA only)."""
+        """``<style>/<variant>/seed<N>`` (LLaRA: the adapted model's path below results/adapt) or
+        ``retriever/<name>/seed<N>``: the trained model's path below results/finetune, before negatives."""
+        if self.family == RETRIEVER:
+            return f"{RETRIEVER}/{self.name}/seed{self.seed}"
         return f"{self.style}/{self.name}/seed{self.seed}"
 
     def to_path(self) -> str:
@@ -147,6 +179,8 @@ class System:
             return f"baseline/{self.name}"
         if self.family == CHECKPOINT:
             return f"checkpoint/{self.name}/{self.stage_segment}"
+        if self.family == RETRIEVER:
+            return f"{self.model_segment}/{self.stage_segment}"
         return f"llara/{self.model_segment}/{self.stage_segment}"
 
     @classmethod
@@ -159,8 +193,8 @@ class System:
             if found is not None:
                 return found
         raise ValueError(
-            f"{path}: no llara/<style>/<variant>/seed<N>/<stage>, checkpoint/<name>/<stage> or "
-            "baseline/<name> in the path"
+            f"{path}: no llara/<style>/<variant>/seed<N>/<stage>, retriever/<name>/seed<N>/<stage>, "
+            "checkpoint/<name>/<stage> or baseline/<name> in the path"
         )
 
     def labels(self) -> dict[str, str | int]:
@@ -207,6 +241,10 @@ def _parse_at(parts: tuple[str, ...], i: int) -> System | None:
     if head == CHECKPOINT and i + 2 < len(parts):
         stage = _stage_at(parts, i + 2)
         return System(CHECKPOINT, parts[i + 1], stage=stage[0], negatives=stage[1]) if stage else None
+    if head == RETRIEVER and i + 3 < len(parts):
+        seed, stage = _SEED.fullmatch(parts[i + 2]), _stage_at(parts, i + 3)
+        if seed and stage:
+            return System(RETRIEVER, parts[i + 1], None, int(seed[1]), stage[0], stage[1])
     if head == LLARA and i + 4 < len(parts) and parts[i + 1] in PROMPT_STYLES:
         seed = _SEED.fullmatch(parts[i + 3])
         stage = _stage_at(parts, i + 4)

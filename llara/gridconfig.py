@@ -73,6 +73,23 @@ def _prompt_properties() -> dict[str, Any]:
     }
 
 
+def _retriever_properties() -> dict[str, Any]:
+    """grid.retrievers.<name>: its encoding, one object per registered retriever (defaults: its recipe)."""
+    return {
+        name: {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "pooling": {"enum": ["last", "mean"], "default": r.pooling},
+                "query_prefix": {"type": "string", "default": r.query_prefix},
+                "passage_prefix": {"type": "string", "default": r.passage_prefix},
+                "append_eos": {"type": "boolean", "default": r.append_eos},
+            },
+        }
+        for name, r in grid.RETRIEVERS.items()
+    }
+
+
 def _fill(node: Any, vocabulary: dict[str, tuple], defaults: dict[str, Any]) -> None:
     """Replace ``x-vocabulary: NAME`` by ``enum`` from llara.grid, ``x-default: NAME`` by ``default``,
     ``x-vocabulary: prompts`` by one property per variant."""
@@ -85,6 +102,8 @@ def _fill(node: Any, vocabulary: dict[str, tuple], defaults: dict[str, Any]) -> 
     name = node.pop("x-vocabulary", None)
     if name == "prompts":
         node["properties"] = _prompt_properties()
+    elif name == "retrievers":
+        node["properties"] = _retriever_properties()
     elif name is not None:
         node["enum"] = list(vocabulary[name])
     if "x-default" in node:
@@ -230,7 +249,7 @@ def check_config(config: dict[str, Any], repo: Path | None = None) -> list[str]:
         raise ConfigError(
             "evaluate.baselines.hf.bm25: the name bm25 is the BM25 baseline's; rename this encoder"
         )
-    clash = set(checkpoints) & (set(baselines) | set(grid.variants()))
+    clash = set(checkpoints) & (set(baselines) | set(grid.variants()) | set(grid.RETRIEVERS))
     if clash:
         raise ConfigError(
             f"checkpoints.{sorted(clash)[0]}: the name is a variant's or a baseline's; rename it"

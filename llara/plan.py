@@ -667,7 +667,7 @@ class Grid:
             except ValueError:
                 family = None
             ref = job.option("--model")
-            if family == "llara" and self.base is not None:
+            if family in ("llara", "retriever") and self.base is not None:  # the base model's shapes
                 self._models[key] = self.base
             elif ref:
                 self._models[key] = self.model(ref)

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from llara.grid import CORE_VARIANTS, NEGATIVES, STAGES, System, model_labels
+from llara.grid import CORE_VARIANTS, NEGATIVES, REFERENCE, RETRIEVERS, STAGES, System, model_labels, variants
 from llara.io import DataError, atomic_path, atomic_write_text, cli_main
 
 KEY = ["variant", "prompt_style", "seed", "stage", "negatives", "dataset", "split"]
@@ -384,7 +384,11 @@ def compare(run: Result, base: Result, metric: str) -> dict[str, Any]:
     }
 
 
-PARTNER = ["prompt_style", "seed", "stage", "negatives", "dataset", "split"]  # what a baseline run shares
+def partner_labels(run: Result, baseline: str) -> dict[str, Any]:
+    """The labels of the run ``run`` is compared with: ``baseline`` at the same seed, stage, negatives,
+    dataset and split, and (a variant: ``none``) the same prompt style; a retriever (RepLLaMA) has none."""
+    labels = {k: run[k] for k in KEY} | {"variant": baseline}
+    return labels | ({"prompt_style": "-"} if baseline in RETRIEVERS else {})
 
 
 def deltas(
@@ -393,13 +397,14 @@ def deltas(
     baseline: str = "none",
     msmarco: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Per seed: each variant against the baseline run with the same (prompt_style, seed, stage,
-    negatives, dataset, split); the metric is ``metric`` (MRR@10 on ``msmarco`` datasets).
+    """Per seed: each variant of the grid against the baseline run with the same seed, stage, negatives,
+    dataset and split (:func:`partner_labels`: and prompt style, against a variant); the metric is
+    ``metric`` (MRR@10 on ``msmarco`` datasets).
 
-    Runs with no such baseline run are listed in ``table.attrs["unmatched"]``.
+    Variants' runs with no such baseline run are listed in ``table.attrs["unmatched"]``.
     """
     runs = _runs(files_or_runs)
-    base = {tuple(r[k] for k in PARTNER): r for r in runs if r["variant"] == baseline}
+    by_key = {tuple(r[k] for k in KEY): r for r in runs}
     order = variant_order(r["variant"] for r in runs)
     rows, unmatched = [], []
     for r in sorted(
@@ -407,12 +412,12 @@ def deltas(
         key=lambda r: (
             *_stage_rank(r["stage"], r["negatives"]),
             order.index(r["variant"]),
-            *(r[k] for k in PARTNER),
+            *(r[k] for k in KEY[1:]),
         ),
     ):
-        if r["variant"] == baseline:
-            continue
-        b = base.get(tuple(r[k] for k in PARTNER))
+        if r["variant"] == baseline or r["variant"] not in variants():
+            continue  # the LLaRA variants are compared, not the baselines and checkpoints
+        b = by_key.get(tuple(partner_labels(r, baseline)[k] for k in KEY))
         if b is None:
             unmatched.append(r["source"])
             continue
@@ -497,7 +502,7 @@ def _seed_averaged_differences(
     for seed in seeds:
         run_key = {k: labels[k] for k in KEY if k in labels} | {"seed": seed}
         run = by_key[tuple(run_key[k] for k in KEY)]
-        base = by_key[tuple((run_key | {"variant": baseline})[k] for k in KEY)]
+        base = by_key[tuple(partner_labels(run, baseline)[k] for k in KEY)]
         pairs.append((run, base))
     common = sorted(set.intersection(*(set(r["per_query"]) & set(b["per_query"]) for r, b in pairs)))
     if not common:
@@ -533,8 +538,13 @@ def deltas_markdown(table: pd.DataFrame, metric: str = "ndcg@10", baseline: str 
         "| stage | variant | prompts q/p | dataset | metric | seeds | queries | base mean | mean | Δ ± 95% CI (seeds) "
         "| W/L | Wilcoxon p | Holm | t-test p | Holm |"
     )
+    what = (
+        f"the paper's comparison: each variant against `{baseline}` (trained the same way, no adaptation)"
+        if baseline in RETRIEVERS
+        else f"the ablation: each variant against `{baseline}` (no adaptation, the same prompts)"
+    )
     lines = [
-        f"Each variant against `{baseline}` at the same stage (and prompt style, negatives), per dataset\n",
+        f"{what[0].upper()}{what[1:]} at the same stage (and prompt style, negatives), per dataset\n",
         head,
         "|---" * 15 + "|",
     ]
@@ -559,10 +569,8 @@ def deltas_markdown(table: pd.DataFrame, metric: str = "ndcg@10", baseline: str 
     ]
     if table.attrs.get("unmatched"):
         names = [f"{v} ({stage_label(s, n, True)})" for v, s, n in table.attrs["unmatched"]]
-        lines.append(
-            f"\nNot compared (no `{baseline}` run at the same stage, prompt style and seed): "
-            + ", ".join(names)
-        )
+        same = "stage and seed" if baseline in RETRIEVERS else "stage, prompt style and seed"
+        lines.append(f"\nNot compared (no `{baseline}` run at the same {same}): " + ", ".join(names))
     return "\n".join(lines) + "\n"
 
 
@@ -871,8 +879,11 @@ def write_tables(
     runs = load_runs(files)
     long = long_table(runs)
     summary = summary_table(long, metric, msmarco, top_k)
-    per_seed = deltas(runs, metric, baseline, msmarco)
-    delta = delta_summary(runs, metric, baseline, msmarco)
+    # against `none` (the ablation), and against RepLLaMA where the grid has it (the paper's comparison)
+    baselines = [baseline] + [REFERENCE] * any(r["variant"] == REFERENCE for r in runs)
+    per_seed = pd.concat([deltas(runs, metric, b, msmarco) for b in baselines], ignore_index=True)
+    summaries = [delta_summary(runs, metric, b, msmarco) for b in baselines]
+    delta = pd.concat(summaries, ignore_index=True)
     names = [
         "long.csv",
         "long.parquet",
@@ -890,7 +901,8 @@ def write_tables(
     atomic_write_text(paths["summary.csv"], summary.to_csv(index=False))
     bar_chart(summary, paths[f"{stem}.png"], metric)
     atomic_write_text(paths["deltas.csv"], delta.to_csv(index=False))
-    atomic_write_text(paths["deltas.md"], deltas_markdown(delta, metric, baseline))
+    text = "\n".join(deltas_markdown(t, metric, b) for t, b in zip(summaries, baselines, strict=True))
+    atomic_write_text(paths["deltas.md"], text)
     atomic_write_text(paths["deltas_per_seed.csv"], per_seed.to_csv(index=False))
     if cost or benchmarks or encode_meta:
         table = cost_table(runs, benchmarks, encode_meta, metric)

@@ -226,7 +226,8 @@ def test_path_labels_read_stage_and_negatives():
     got = path_labels("results/encode/baseline/minilm/scifact/corpus.shard0000-of-0001.meta.json")
     assert got == {"variant": "minilm", "prompt_style": "-", "seed": -1, "stage": "-", "negatives": "-"}
     with pytest.raises(
-        DataError, match="no llara/<style>/<variant>/seed<N>/<stage>, checkpoint/<name>/<stage> or baseline"
+        DataError,
+        match="no llara/<style>/<variant>/seed<N>/<stage>, retriever/<name>/seed<N>/<stage>, checkpoint",
     ):
         path_labels("results/benchmarks/adapt/joint.tsv")
     assert path_labels("results/benchmarks/adapt/joint.tsv", strict=False) == {}
@@ -326,7 +327,8 @@ def test_delta_summary_intervals_pooled_tests_and_holm(grid):
     assert ft["delta"] == pytest.approx(-0.1 / 3) and ft["delta_ci"] == pytest.approx(0.2868435153166308)
     assert (ft["wins"], ft["losses"], ft["family_size"]) == (1, 3, 1)  # alone at its stage: Holm = raw
     assert ft["wilcoxon_p_holm"] == ft["wilcoxon_p"]
-    assert ("bm25", "-", "-") in table.attrs["unmatched"]  # no seed: no `none` partner
+    assert table.attrs["unmatched"] == []  # the baselines are not compared (bm25 has no `none` partner)
+    assert "bm25" not in set(table.index.get_level_values("variant"))
 
 
 def test_deltas_markdown_and_per_seed(grid, tmp_path):
@@ -340,7 +342,8 @@ def test_deltas_markdown_and_per_seed(grid, tmp_path):
         "| fine-tuned | ebae | ebae/ebae | scifact | ndcg@10 | 3 | 4 | 0.4333 | 0.4000 | -0.0333 ± 0.2868 | 1/3 |"
         in md
     )
-    assert "Not compared (no `none` run at the same stage, prompt style and seed): bm25 (–)" in md
+    assert "Not compared" not in md  # the baselines are not compared with `none`
+    assert "paper's comparison" not in md  # no RepLLaMA in this grid: the ablation only
     per_seed = pd.read_csv(paths["deltas_per_seed.csv"])
     assert len(per_seed) == 3 * 3  # 3 comparisons x 3 seeds
     row = per_seed[(per_seed.variant == "ebae") & (per_seed.stage == "finetuned") & (per_seed.seed == 1)]
@@ -389,7 +392,7 @@ def test_wide_means_over_seeds_and_incomplete_average(tmp_path, files):
 def test_deltas_against_hand_computed_and_scipy(files):
     table = deltas(files, "ndcg@10", "none").set_index(["variant", "dataset"])
     assert len(table) == 4  # ebae/joint x 2 datasets; bm25 has no seed-matched `none`
-    assert sorted(table.attrs["unmatched"]) == sorted(f for f in files if "bm25" in f)
+    assert table.attrs["unmatched"] == []  # bm25 is a baseline: not compared, not unmatched
     assert table.loc[("ebae", "scifact"), "delta"] == pytest.approx(0.1)
     assert table.loc[("joint", "scifact"), "delta"] == pytest.approx(0.2)
     assert table.loc[("joint", "nfcorpus"), "delta"] == pytest.approx(0.1)
@@ -463,10 +466,7 @@ def test_write_tables_outputs_and_png(tmp_path, files):
         pd.read_parquet(paths["long.parquet"]), long_table(files), check_dtype=False
     )
     assert len(pd.read_csv(paths["deltas.csv"])) == 4
-    assert (
-        "Not compared (no `none` run at the same stage, prompt style and seed): bm25"
-        in paths["deltas.md"].read_text()
-    )
+    assert "bm25" not in paths["deltas.md"].read_text()  # a baseline: in the main table, not compared
 
 
 def test_cli_end_to_end(tmp_path, files, capsys):
@@ -701,3 +701,38 @@ def test_cost_with_stages_and_negatives(tmp_path):
         "| none [released] fine-tuned, none negatives | ebar/ebae | 0.0100 | 0.1250 | – | 0.2000 | – | – |"
         in md
     )
+
+
+def test_deltas_against_repllama_the_papers_comparison(grid, tmp_path):
+    """A RepLLaMA run per seed and stage (retriever/repllama/seed<N>/<stage>, no prompt style): every
+    variant is compared with it at the same seed and stage, beside the comparison with `none`."""
+    root = tmp_path / "results" / "metrics"
+    rep = {"zeroshot": [0.05, 0.15, 0.1, 0.1], "finetuned/bm25": [0.3, 0.5, 0.4, 0.4]}
+    files = list(grid)
+    for stage, values in rep.items():
+        for seed in range(3):
+            prov = {"variant": "repllama", "dataset": "scifact", "split": "test", "seed": seed}
+            path = root / f"retriever/repllama/seed{seed}/{stage}/scifact/test.json"
+            files.append(write(path, metrics_json(values, qids=Q4, **prov)))
+    paths = write_tables(files, tmp_path / "tables")
+    md = paths["deltas.md"].read_text()
+    ablation, claim = md.split("The paper's comparison: each variant against `repllama`")
+    assert "The ablation: each variant against `none`" in ablation
+    table = pd.read_csv(paths["deltas.csv"])
+    against = table[table["baseline"] == "repllama"].set_index(["stage", "variant", "dataset"])
+    # ebae, fine-tuned: seeds (.3, .5, .4) against .4 on every query: deltas -.1, .1, 0 -> mean 0
+    ft = against.loc[("finetuned", "ebae", "scifact")]
+    assert ft["delta"] == pytest.approx(0.0, abs=1e-12) and ft["n_seeds"] == 3
+    # none, zero-shot: per seed mean(none) - mean(repllama) = .1 - .1, .1 - .1, .1 - .1
+    zs = against.loc[("zeroshot", "none", "scifact")]
+    assert zs["delta"] == pytest.approx(0.0, abs=1e-12)
+    # ebae zero-shot: means .2, .2, .3 against .1: +.1, +.1, +.2 -> 0.1333; query q1 averaged over the
+    # seeds: (.2 + .1 + .3) / 3 - .05 = .15
+    ez = against.loc[("zeroshot", "ebae", "scifact")]
+    assert ez["delta"] == pytest.approx(0.4 / 3) and ez["wins"] == 4
+    assert ez["family_size"] == 3  # none, ebae and joint against RepLLaMA at zero-shot: one Holm family
+    assert "| zero-shot | ebae | ebae/ebae | scifact | ndcg@10 | 3 | 4 | 0.1000 | 0.2333 | +0.1333" in claim
+    assert set(table["baseline"]) == {"none", "repllama"}
+    # the ablation is unchanged by the RepLLaMA rows
+    alone = pd.read_csv(write_tables(grid, tmp_path / "alone")["deltas.csv"])
+    pd.testing.assert_frame_equal(table[table["baseline"] == "none"].reset_index(drop=True), alone)

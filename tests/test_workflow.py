@@ -81,14 +81,18 @@ def expected_counts(cfg: dict) -> dict[str, int]:
     negatives = data.get("negatives", "bm25" if data.get("source") in ("beir_train", "synthetic") else "file")
     n_neg = 1 if isinstance(negatives, str) else len(negatives)
     finetuned = models * n_neg if "finetuned" in stages else 0
-    systems = models * ("zeroshot" in stages) + finetuned
+    # retrievers (RepLLaMA): one model per seed, fine-tuned like the variants, no adaptation
+    retrievers = len(grid.get("retrievers", {})) * len(grid.get("seeds", [0])) if grid["variants"] else 0
+    retrievers_tuned = retrievers * n_neg if "finetuned" in stages else 0
+    systems = (models + retrievers) * ("zeroshot" in stages) + finetuned + retrievers_tuned
     datasets = len(cfg["evaluate"]["datasets"])
     baselines = cfg["evaluate"].get("baselines", {})
     n_baselines = int(baselines.get("bm25", True)) + len(baselines.get("hf", {}))
     return {
         "adapt": models,
         "finetune": finetuned,
-        "export_st": finetuned,
+        "finetune_retriever": retrievers_tuned,
+        "export_st": finetuned + retrievers_tuned,
         # one score rule for every system: LLaRA systems, released checkpoints, baselines
         "score": (systems + len(cfg.get("checkpoints", {})) + n_baselines) * datasets,
         "tables": 1,
@@ -111,8 +115,8 @@ def test_default_grid_job_counts(tmp_path):
     counts = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
     # 4 variants x 3 seeds, each scored zero-shot (its adapted checkpoint) and fine-tuned (BM25 negatives
     # mined per seed), + bm25 and minilm on 1 dataset; a sentence-transformers folder beside each
-    # fine-tuned checkpoint
-    assert DEFAULT["grid"]["seeds"] == [0, 1, 2]
+    # fine-tuned checkpoint; RepLLaMA per seed, zero-shot (the base model) and fine-tuned from the base
+    assert DEFAULT["grid"]["seeds"] == [0, 1, 2] and list(DEFAULT["grid"]["retrievers"]) == ["repllama"]
     assert counts == {
         "synthetic": 1,
         "synthetic_pretrain": 1,  # the fine-tuning set: queries about the pre-training articles
@@ -121,15 +125,16 @@ def test_default_grid_job_counts(tmp_path):
         "mine_bm25": 3,
         "adapt": 12,
         "finetune": 12,
-        "export_st": 12,
-        "encode_corpus": 25,  # 24 LLaRA systems + minilm: one rule over {system}
-        "encode_queries": 25,
-        "search": 25,
+        "finetune_retriever": 3,
+        "export_st": 15,
+        "encode_corpus": 31,  # 24 LLaRA systems + 6 RepLLaMA + minilm: one rule over {system}
+        "encode_queries": 31,
+        "search": 31,
         "bm25": 1,
-        "score": 26,
+        "score": 32,
         "tables": 1,
         "all": 1,
-        "total": 147,
+        "total": 177,
     }
 
 
@@ -190,13 +195,20 @@ def test_negatives_axis_crosses_the_variants(tmp_path):
     r = snakemake(tmp_path, cfg, "-n", "-p")
     commands = shell_commands(r)
     counts = job_counts(r.stdout)
-    assert counts["finetune"] == counts["export_st"] == 2 * 3
-    assert counts["mine_bm25"] == 1 and counts["no_negatives"] == 1 and counts["mine_dense"] == 2
-    # zero-shot scores (2) + fine-tuned scores (2 x 3); the train split is searched for dense mining only
-    # (+ bm25 and minilm: one score rule for every system, one search rule for every encoder)
-    assert counts["score"] == 8 + 2 and counts["search"] == 8 + 2 + 1
+    assert counts["finetune"] == 2 * 3 and counts["finetune_retriever"] == 3 and counts["export_st"] == 9
+    # dense: none, joint and RepLLaMA each mine with their own zero-shot run
+    assert counts["mine_bm25"] == 1 and counts["no_negatives"] == 1 and counts["mine_dense"] == 3
+    # zero-shot scores (2 + RepLLaMA) + fine-tuned scores (3 x 3); the train split is searched for dense
+    # mining only (+ bm25 and minilm: one score rule for every system, one search rule for every encoder)
+    assert counts["score"] == 12 + 2 and counts["search"] == 12 + 3 + 1
+    (rep_dense,) = [c for c in commands if "llara.finetune " in c and "retriever/repllama/seed0/dense" in c]
+    assert "--train_file results/finetune_data/dense/retriever/repllama/seed0/" in rep_dense
+    (rep_mine,) = [c for c in commands if "llara.mine " in c and "--run results/runs/retriever/" in c]
+    assert "--run results/runs/retriever/repllama/seed0/zeroshot/synthetic-pretrain/train.trec " in rep_mine
     finetunes = {
-        c.split("--name finetune-released-")[1].split()[0]: c for c in commands if "llara.finetune " in c
+        c.split("--name finetune-released-")[1].split()[0]: c
+        for c in commands
+        if "--name finetune-released-" in c
     }
     assert "--group_size 2 " in finetunes["joint-0-bm25"] and "--group_size 2 " in finetunes["joint-0-dense"]
     assert "--group_size 1 " in finetunes["joint-0-none"]  # in-batch negatives only
@@ -222,15 +234,16 @@ def test_negatives_axis_crosses_the_variants(tmp_path):
     cfg["finetune"]["data"]["dense_encoder"] = "minilm"
     r = snakemake(tmp_path, cfg, "-n", "-p")
     commands, counts = shell_commands(r), job_counts(r.stdout)
-    assert counts["mine_dense_encoder"] == 1 and "mine_dense" not in counts
-    assert any("--run results/runs/baseline/minilm/synthetic-pretrain/train.trec" in c for c in commands)
+    assert counts["mine_dense"] == 1  # one rule: the encoder's run, sampled with the seed (one here)
+    (mine,) = [c for c in commands if "llara.mine " in c and "--negatives run" in c]
+    assert "--run results/runs/baseline/minilm/synthetic-pretrain/train.trec " in mine and "--seed 0 " in mine
 
 
 def test_finetuning_sources_synthetic_and_beir_train(tmp_path):
     """source synthetic: the pre-training group's queries (resources/synthetic/pretrain-beir), whose corpus
     is searched for dense mining but never scored; beir_train: the evaluated dataset's own train split."""
     cfg = copy.deepcopy(DEFAULT)
-    cfg["grid"].update(variants=["joint"], seeds=[0])
+    cfg["grid"].update(variants=["joint"], seeds=[0], retrievers={})
     cfg["finetune"]["data"]["negatives"] = ["bm25", "dense"]
     r = snakemake(tmp_path, cfg, "-n", "-p")
     commands = shell_commands(r)
@@ -262,7 +275,7 @@ def test_paper_config_plans_msmarco_dev_sharded(tmp_path):
     r = snakemake(tmp_path, REPO / "config" / "paper.yaml", "-n", "-p", "results/tables/ndcg10.md")
     commands = shell_commands(r)
     marco = [c for c in commands if "llara.encode " in c and "/msmarco/" in c and "--what corpus" in c]
-    assert len(marco) == 16 * 4 * 2  # 16 shards x 4 variants x (zero-shot, fine-tuned)
+    assert len(marco) == 16 * 5 * 2  # 16 shards x (4 variants + RepLLaMA) x (zero-shot, fine-tuned)
     assert all("--num-shards 0016 " in c for c in marco)
     scores = [c for c in commands if "llara.score " in c and "/msmarco/" in c]
     assert all(

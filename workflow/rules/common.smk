@@ -42,6 +42,7 @@ STYLES = GRID["prompt_styles"]
 SEEDS = GRID["seeds"]
 STAGES = GRID["stages"]  # zeroshot: the adapted checkpoint as it is; finetuned: after contrastive fine-tuning
 PROMPTS = GRID.get("prompts", {})  # variant -> {query: kind, passage: kind}
+RETRIEVERS = GRID.get("retrievers", {})  # name -> how it encodes (llara.grid.RETRIEVERS: RepLLaMA)
 EVAL = config["evaluate"]
 DATASETS = EVAL["datasets"]
 SPLIT = EVAL["split"]
@@ -70,8 +71,9 @@ def alternatives(names) -> str:
 # baseline/{name}. Every variant of llara.grid is a valid target, even one the config's grid leaves out.
 STAGE_RE = f"(?:zeroshot|finetuned/{alternatives(grid.NEGATIVES)})"
 LLARA_RE = rf"llara/{alternatives(grid.PROMPT_STYLES)}/{alternatives(grid.variants())}/seed\d+/{STAGE_RE}"
+RETRIEVER_RE = rf"retriever/{alternatives(RETRIEVERS)}/seed\d+/{STAGE_RE}"
 ENCODED_RE = "|".join(  # systems that encode (every one but BM25)
-    [LLARA_RE, f"checkpoint/{alternatives(CHECKPOINTS)}/{STAGE_RE}", f"baseline/{alternatives(HF_BASELINES)}"]
+    [LLARA_RE, RETRIEVER_RE, f"checkpoint/{alternatives(CHECKPOINTS)}/{STAGE_RE}", f"baseline/{alternatives(HF_BASELINES)}"]
 )
 SCORED_RE = ENCODED_RE + ("|baseline/bm25" if "bm25" in BASELINE_NAMES else "")
 
@@ -81,6 +83,7 @@ wildcard_constraints:
     style=alternatives(grid.PROMPT_STYLES),
     variant=alternatives(grid.variants()),
     seed=r"\d+",
+    retriever=alternatives(RETRIEVERS),
     negatives=alternatives(grid.NEGATIVES),
     dataset=alternatives(BEIR_SETS) if BEIR_SETS else "_",
     encoder=alternatives(HF_BASELINES),
@@ -341,7 +344,51 @@ def finetune_train_file(wc) -> str:
         return f"results/finetune_data/bm25/seed{wc.seed}/{TRAIN}.jsonl"
     if DATA.get("dense_encoder"):
         return f"results/finetune_data/dense/baseline/{DATA['dense_encoder']}/seed{wc.seed}/{TRAIN}.jsonl"
+    if hasattr(wc, "retriever"):  # a retriever mines with its own zero-shot run, as a variant does
+        return f"results/finetune_data/dense/retriever/{wc.retriever}/seed{wc.seed}/{TRAIN}.jsonl"
     return f"results/finetune_data/dense/llara/{wc.style}/{wc.variant}/seed{wc.seed}/{TRAIN}.jsonl"
+
+
+# who mines dense negatives (results/finetune_data/dense/{miner}/...): a trained system at seed N (with
+# its zero-shot run) or a plain encoder of evaluate.baselines.hf (its run), sampled with seed N
+MINER_RE = "|".join(
+    [
+        rf"llara/{alternatives(grid.PROMPT_STYLES)}/{alternatives(grid.variants())}/seed\d+",
+        rf"retriever/{alternatives(RETRIEVERS)}/seed\d+",
+        rf"baseline/{alternatives(HF_BASELINES)}/seed\d+",
+    ]
+)
+
+
+def miner_run(wc) -> str:
+    """The run dense negatives are sampled from: a trained system's zero-shot run, a plain encoder's run."""
+    if wc.miner.startswith("baseline/"):  # a plain encoder's run; the seed only samples
+        system = wc.miner.rsplit("/seed", 1)[0]
+    else:
+        system = f"{wc.miner}/zeroshot"
+    return f"results/runs/{system}/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec"
+
+
+# a trained model's segment below results/finetune: <style>/<variant>/seed<N> or retriever/<name>/seed<N>
+TRAINED_RE = "|".join(
+    [
+        rf"{alternatives(grid.PROMPT_STYLES)}/{alternatives(grid.variants())}/seed\d+",
+        rf"retriever/{alternatives(RETRIEVERS)}/seed\d+",
+    ]
+)
+
+
+def retriever_layout(wc) -> str:
+    """llara.finetune's layout flags of a retriever (grid.retrievers): written into its checkpoint."""
+    r = RETRIEVERS[wc.retriever]
+    return (
+        f"--pooling {r['pooling']} --query_prefix {shlex.quote(r['query_prefix'])} "
+        f"--passage_prefix {shlex.quote(r['passage_prefix'])} --append_eos {str(r['append_eos']).lower()}"
+    )
+
+
+def miner_seed(wc) -> str:
+    return wc.miner.rsplit("/seed", 1)[1]
 
 
 def group_size(wc) -> int:
@@ -362,6 +409,8 @@ def job_record(stage: str, system: str, *parts: str) -> str:
 LLARA = "llara/{style}/{variant}/seed{seed}"  # a LLaRA model's path segment (wildcards), before its stage
 MODELS = [f"{s}/{v}/seed{seed}" for s in STYLES for v in VARIANTS for seed in SEEDS]  # adapted models
 FINETUNED = [(m, neg) for m in MODELS for neg in NEGATIVES] if "finetuned" in STAGES else []
+TRAINED_RETRIEVERS = [f"retriever/{r}/seed{seed}" for r in RETRIEVERS for seed in SEEDS]  # below results/finetune
+FINETUNED_RETRIEVERS = [(m, neg) for m in TRAINED_RETRIEVERS for neg in NEGATIVES] if "finetuned" in STAGES else []
 STAGE_PAIRS = (  # (stage, negatives) of the LLaRA systems
     ([("zeroshot", None)] if "zeroshot" in STAGES else [])
     + ([("finetuned", neg) for neg in NEGATIVES] if "finetuned" in STAGES else [])
@@ -377,23 +426,30 @@ def checkpoint_system(name: str) -> System:
 LLARA_SYSTEMS = [
     System("llara", v, s, seed, stage, neg) for s in STYLES for v in VARIANTS for seed in SEEDS for stage, neg in STAGE_PAIRS
 ]
+RETRIEVER_SYSTEMS = [
+    System("retriever", r, None, seed, stage, neg) for r in RETRIEVERS for seed in SEEDS for stage, neg in STAGE_PAIRS
+]
 CHECKPOINT_SYSTEMS = [checkpoint_system(name) for name in CHECKPOINTS]
 BASELINE_SYSTEMS = [System("baseline", b) for b in BASELINE_NAMES]
-ENCODED = [s.to_path() for s in LLARA_SYSTEMS + CHECKPOINT_SYSTEMS] + [f"baseline/{b}" for b in HF_BASELINES]
+TRAINED_SYSTEMS = LLARA_SYSTEMS + RETRIEVER_SYSTEMS
+ENCODED = [s.to_path() for s in TRAINED_SYSTEMS + CHECKPOINT_SYSTEMS] + [f"baseline/{b}" for b in HF_BASELINES]
 METRICS = [
     f"results/metrics/{system.to_path()}/{d}/{split_of(d)}.json"
-    for system in LLARA_SYSTEMS + CHECKPOINT_SYSTEMS + BASELINE_SYSTEMS
+    for system in TRAINED_SYSTEMS + CHECKPOINT_SYSTEMS + BASELINE_SYSTEMS
     for d in DATASETS
 ]
 METRIC_NAME = "ndcg@10"  # the tables' main metric (MS MARCO: MRR@10 and Recall@1000 beside it)
 MAIN_TABLE = f"results/tables/{METRIC_NAME.replace('@', '')}.md"
 TABLE_FILES = ("summary.csv", "long.csv", "long.parquet", "deltas.md", "deltas.csv", "deltas_per_seed.csv", "cost.md", "cost.csv")
 TABLES = [MAIN_TABLE, MAIN_TABLE[: -len(".md")] + ".png"] + [f"results/tables/{name}" for name in TABLE_FILES]
-ST_FOLDERS = [f"results/finetune/{m}/{neg}/model-st" for m, neg in FINETUNED]  # sentence-transformers folders
+ST_FOLDERS = [  # sentence-transformers folders
+    f"results/finetune/{m}/{neg}/model-st" for m, neg in FINETUNED + FINETUNED_RETRIEVERS
+]
 # what the cost columns are made of: adaptation and fine-tuning jobs, corpus encoding (throughput)
 COST_BENCHMARKS = (
     [benchmark("adapt", f"llara/{m}") for m in MODELS]
     + [benchmark("finetune", f"llara/{m}", "finetuned", neg) for m, neg in FINETUNED]
+    + [benchmark("finetune", m, "finetuned", neg) for m, neg in FINETUNED_RETRIEVERS]
     + [benchmark("encode_corpus", system, d, shard) for system in ENCODED for d in DATASETS for shard in shards_of(d)]
 )
 ENCODE_META = [
@@ -452,15 +508,16 @@ def resolve_model(model: str) -> str:
 
 
 def llara_model(system: System) -> str:
-    """The checkpoint a LLaRA system encodes with: the adapted model (zeroshot) or the fine-tuned one."""
+    """The checkpoint a trained system encodes with: the adapted model (LLaRA zeroshot), the base model
+    (a retriever's zeroshot) or the fine-tuned one."""
     if system.stage == "zeroshot":
-        return f"results/adapt/{system.model_segment}/model"
+        return base_model_path() if system.family == "retriever" else f"results/adapt/{system.model_segment}/model"
     return f"results/finetune/{system.model_segment}/{system.negatives}/model"
 
 
 def system_model(system: System) -> str:
     """What a system's metrics name as its model: the checkpoint folder, the hub id or BM25."""
-    if system.family == "llara":
+    if system.family in ("llara", "retriever"):
         return llara_model(system)
     if system.family == "checkpoint":
         return CHECKPOINTS[system.name]["model"]  # the metrics name the hub id, not the local copy
@@ -469,7 +526,9 @@ def system_model(system: System) -> str:
 
 def encode_inputs(wc) -> list[str]:
     system = system_of(wc)
-    if system.family == "llara":
+    if system.family == "retriever" and system.stage == "zeroshot":
+        return base_model_inputs(wc) + beir_inputs(wc)
+    if system.family in ("llara", "retriever"):
         return [llara_model(system)] + beir_inputs(wc)
     model = (CHECKPOINTS if system.family == "checkpoint" else HF_BASELINES)[system.name]
     return model_inputs(model["model"], model["revision"]) + beir_inputs(wc)
@@ -481,7 +540,15 @@ def encoder_args(wc) -> str:
     checkpoint's come from the config; a plain encoder's pooling from evaluate.baselines.hf."""
     system = system_of(wc)
     beir = f"--beir-dir {shlex.quote(beir_dir(wc.dataset))}"
-    if system.family == "llara":
+    lengths = f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"
+    if system.family == "retriever" and system.stage == "zeroshot":  # the base model, encoding its way
+        r = RETRIEVERS[system.name]
+        return (
+            f"--encoder hf --model {shlex.quote(llara_model(system))} {beir} --pooling {r['pooling']} "
+            f"{'--append-eos' if r['append_eos'] else '--no-append-eos'} --query-prefix {shlex.quote(r['query_prefix'])} "
+            f"--passage-prefix {shlex.quote(r['passage_prefix'])} {lengths}"
+        )
+    if system.family in ("llara", "retriever"):  # the layout comes from the checkpoint
         return (
             f"--encoder llara --model {shlex.quote(llara_model(system))} {beir} "
             f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"

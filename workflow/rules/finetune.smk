@@ -46,17 +46,21 @@ rule no_negatives:
         "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.mine {params.source} --negatives none --output {output} > {log} 2>&1"
 
 
-# dense: the train split's queries searched with the variant's adapted checkpoint (its zero-shot
-# encoding of the corpus is the one the evaluation uses), negatives sampled from that run
+# dense: the train split's queries searched with a retriever (the system's zero-shot encoding of the
+# corpus is the one the evaluation uses; or evaluate.baselines.hf.<finetune.data.dense_encoder>),
+# negatives sampled from that run with the seed of the {miner} segment
 rule mine_dense:
     input:
         mine_source,
-        run=f"results/runs/{LLARA}/zeroshot/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec",
+        run=miner_run,
     output:
-        f"results/finetune_data/dense/{LLARA}/{TRAIN}.jsonl",
+        f"results/finetune_data/dense/{{miner}}/{TRAIN}.jsonl",
+    wildcard_constraints:
+        miner=MINER_RE,
     params:
         source=mine_source_args(),
         args=MINE_ARGS,
+        seed=miner_seed,
         code=code_version("mine"),
     resources:
         launch=job_name("mine"),
@@ -65,21 +69,10 @@ rule mine_dense:
     conda:
         "../envs/llara.yaml"
     log:
-        f"logs/mine/dense/{LLARA}/{TRAIN}.log",
+        f"logs/mine/dense/{{miner}}/{TRAIN}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.mine {params.source} --negatives run --run {input.run} {params.args} "
-        "--seed {wildcards.seed} --output {output} > {log} 2>&1"
-
-
-# dense with a named encoder (finetune.data.dense_encoder: a key of evaluate.baselines.hf)
-use rule mine_dense as mine_dense_encoder with:
-    input:
-        mine_source,
-        run=f"results/runs/baseline/{{encoder}}/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec",
-    output:
-        f"results/finetune_data/dense/baseline/{{encoder}}/seed{{seed}}/{TRAIN}.jsonl",
-    log:
-        f"logs/mine/dense/baseline/{{encoder}}/seed{{seed}}/{TRAIN}.log",
+        "OMP_NUM_THREADS={threads} {resources.launch} -- python -m llara.mine {params.source} --negatives run "
+        "--run {input.run} {params.args} --seed {params.seed} --output {output} > {log} 2>&1"
 
 
 rule hf_pairs:
@@ -126,19 +119,56 @@ rule finetune:
         "--group_size {params.group_size} --output_dir {output.model} > {log} 2>&1"
 
 
+# a retriever of grid.retrievers (RepLLaMA): the base model fine-tuned with the same recipe, data,
+# negatives and seeds, no adaptation; its prefixes and pooling go into the output's llara_prompt.json
+rule finetune_retriever:
+    input:
+        model=base_model_inputs,
+        train=finetune_train_file,
+    output:
+        model=directory("results/finetune/retriever/{retriever}/seed{seed}/{negatives}/model"),
+        job=job_record("finetune", "retriever/{retriever}/seed{seed}", "finetuned", "{negatives}"),
+    params:
+        base=base_model_path(),
+        layout=retriever_layout,  # --pooling, --query_prefix, --passage_prefix, --append_eos
+        args=flags(config.get("finetune", {}), skip=("data", "group_size")),
+        group_size=group_size,
+        code=code_version("finetune"),
+    resources:
+        launch=job_name("finetune"),
+        cluster_jobs=1,
+    threads: threads_for("finetune")
+    conda:
+        "../envs/llara.yaml"
+    log:
+        "logs/finetune/retriever/{retriever}/seed{seed}/{negatives}.log",
+    benchmark:
+        benchmark("finetune", "retriever/{retriever}/seed{seed}", "finetuned", "{negatives}")
+    shell:
+        "OMP_NUM_THREADS={threads} {resources.launch} --record {output.job} -- python -m llara.finetune "
+        "--model_name_or_path {params.base:q} {params.layout} --train_file {input.train} --seed {wildcards.seed} "
+        "--report_to none --save_strategy steps {params.args} --group_size {params.group_size} "
+        "--output_dir {output.model} > {log} 2>&1"
+
+
 # a sentence-transformers folder beside each fine-tuned checkpoint (no weights: it loads ../model)
 rule export_st:
     input:
-        "results/finetune/{style}/{variant}/seed{seed}/{negatives}/model",
+        "results/finetune/{trained}/{negatives}/model",
     output:
-        directory("results/finetune/{style}/{variant}/seed{seed}/{negatives}/model-st"),
+        directory("results/finetune/{trained}/{negatives}/model-st"),
+    wildcard_constraints:
+        trained=TRAINED_RE,
     params:
+        # a LLaRA model: a folder that loads ../model (LlaraSTModule); a retriever: stock modules
+        # (Transformer + Pooling(lasttoken) + Normalize), its weights merged in
+        reference=lambda wc: "" if wc.trained.startswith("retriever/") else "--reference",
         code=code_version("st"),
     resources:
         local_cores=1,
     conda:
         "../envs/llara.yaml"
     log:
-        "logs/export_st/{style}/{variant}/seed{seed}/{negatives}.log",
+        "logs/export_st/{trained}/{negatives}.log",
     shell:
-        "python -m llara.st --model {input} --output {output} --reference --overwrite > {log} 2>&1"
+        "python -m llara.st --model {input} --output {output} {params.reference} --overwrite > {log} 2>&1"
