@@ -363,7 +363,7 @@ MINER_RE = "|".join(
 def miner_run(wc) -> str:
     """The run dense negatives are sampled from: a trained system's zero-shot run, a plain encoder's run."""
     if wc.miner.startswith("baseline/"):  # a plain encoder's run; the seed only samples
-        system = wc.miner.rsplit("/seed", 1)[0]
+        system = MINER_SEED.fullmatch(wc.miner)["system"]
     else:
         system = f"{wc.miner}/zeroshot"
     return f"results/runs/{system}/{TRAIN_DATASET}/{TRAIN_SPLIT}.trec"
@@ -387,8 +387,11 @@ def retriever_layout(wc) -> str:
     )
 
 
+MINER_SEED = re.compile(r"(?P<system>.+)[/]seed(?P<seed>\d+)")
+
+
 def miner_seed(wc) -> str:
-    return wc.miner.rsplit("/seed", 1)[1]
+    return MINER_SEED.fullmatch(wc.miner)["seed"]
 
 
 def group_size(wc) -> int:
