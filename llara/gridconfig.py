@@ -350,7 +350,10 @@ def _check_prompts(prompts: dict[str, dict[str, str]]) -> None:
 LAUNCH_STAGES = (  # launcher.resources.<stage>: every step whose cost grows with the data or the model
     "basemodel", "adapt", "passthrough", "finetune", "encode", "search", "bm25", "mine", "pairs", "convert",
 )  # fmt: skip
-JOB_DEFAULTS = {"nodes": 1, "tasks": 1, "gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60}
+JOB_DEFAULTS = {
+    "nodes": 1, "tasks": 1, "gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60, "signal_delay_s": 120,
+    "stop_grace_s": 30,
+}  # fmt: skip
 SLURM_STAGE_DEFAULTS = {"search": {"gpus": 1}}  # exact search over 4096-d shards: faiss-gpu on one GPU
 
 

@@ -33,6 +33,7 @@ class DataError(ValueError):
 
 
 BAD_INPUT = 2  # the exit status of every stage CLI for bad input (docs/architecture.md)
+PREEMPTED = 75  # a training stage saved at a signal and stopped: requeue it (sysexits EX_TEMPFAIL)
 
 
 def cli_main(main: Callable[..., int]) -> Callable[..., int]:

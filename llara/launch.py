@@ -13,10 +13,13 @@
   of ``sacct`` (of ``squeue`` where accounting does not answer) at least every ``--state-poll-s``,
   so a job killed from outside (``scancel``, node failure) fails the rule within a bounded time.
 * SIGINT / SIGTERM / SIGHUP (Snakemake interrupted, terminal closed) cancel the job before exiting.
-* On SLURM a job that reaches its time limit gets USR2 ``--signal-delay-s`` seconds before it; the
-  submitit task stops the command (SIGTERM, then SIGKILL after ``--stop-grace-s``) and requeues the
-  job (``Checkpointable``): the command runs again and the training stages resume from
-  ``<output>.partial/checkpoints``. The command itself is started with USR2 ignored, so SLURM's
+* On SLURM a job that reaches its time limit (or is preempted with ``send_user_signal``) gets USR2
+  ``--signal-delay-s`` seconds before it; the submitit task stops the command (SIGTERM, then SIGKILL
+  after ``--stop-grace-s``) and requeues the job (``Checkpointable``). The training stages save a
+  checkpoint at the current step on USR2 or SIGTERM (:class:`llara.training.SaveOnSignal`) and exit
+  with status 75, so the requeued command resumes from that step. A preemption without the warning
+  signal (SIGTERM only) finds the stage saving the same way; the task then waits up to
+  ``--requeue-wait-s`` for SLURM's requeue instead of reporting a result. The command itself is started with USR2 ignored, so SLURM's
   signal (sent to every process of the job step) does not kill it behind submitit's back; a
   warning that comes once the command has ended requeues nothing.
 * ``--tasks N`` starts N tasks (processes) per node; each gets RANK, LOCAL_RANK, WORLD_SIZE,
@@ -45,7 +48,7 @@ import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.helpers import Checkpointable
 
-from llara.io import DataError, cli_main
+from llara.io import PREEMPTED, DataError, cli_main
 
 CLUSTERS = ("local", "debug", "slurm")
 # states after which a SLURM job never runs again (squeue's and sacct's names)
@@ -84,9 +87,10 @@ def command_usage() -> dict[str, float]:
 class StageCommand(Checkpointable):
     """A command line run as a submitit job; on timeout or preemption it is stopped and requeued as is."""
 
-    def __init__(self, command: list[str], stop_grace_s: float = 30.0) -> None:
+    def __init__(self, command: list[str], stop_grace_s: float = 30.0, requeue_wait_s: float = 600.0) -> None:
         self.command = command
         self.stop_grace_s = stop_grace_s
+        self.requeue_wait_s = requeue_wait_s
         self._proc: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict:  # the running child is not part of what is requeued
@@ -141,11 +145,35 @@ class StageCommand(Checkpointable):
         finally:
             self.stop()  # reached with the child still running only through an exception (requeue)
         rc = self._proc.returncode
+        if rc == PREEMPTED:  # SIGTERM from SLURM (preemption without a warning signal): the stage saved
+            self.wait_for_requeue()
         if rc:
             how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
             short = " ".join(self.command[:4]) + (" ..." if len(self.command) > 4 else "")
             raise StageFailed(f"the stage command {how}: {short}")
         return command_usage()
+
+    def wait_for_requeue(self) -> None:
+        """The stage saved a checkpoint at a signal and stopped (status PREEMPTED). SLURM is preempting
+        the job (PreemptMode=REQUEUE): wait for it to end and requeue this job rather than report a
+        result; a warning signal meanwhile requeues it through :meth:`checkpoint`."""
+        if submitit.JobEnvironment().cluster != "slurm":  # nothing requeues a local job
+            raise StageFailed(
+                f"the stage saved a checkpoint at a signal and stopped (status {PREEMPTED}); rerun the "
+                "rule: it resumes from the saved step"
+            )
+        print(
+            f"[llara.launch] the stage saved a checkpoint and stopped for a requeue (status {PREEMPTED}); "
+            f"waiting up to {self.requeue_wait_s:.0f}s for SLURM to requeue the job",
+            flush=True,
+        )
+        deadline = time.time() + self.requeue_wait_s
+        while time.time() < deadline:
+            time.sleep(0.5)
+        raise StageFailed(
+            f"the stage stopped for a requeue (status {PREEMPTED}) but the job was not requeued within "
+            f"{self.requeue_wait_s:.0f}s: rerun the rule, it resumes from the saved step"
+        )
 
     def stop(self) -> None:
         """SIGTERM the command, SIGKILL it after ``stop_grace_s``; no-op once it has ended."""
@@ -165,7 +193,7 @@ class StageCommand(Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """USR2 before the time limit (or preemption): stop the command, then requeue it unchanged.
         A command that has already ended is not run again (its output may be complete)."""
-        if self._proc is not None and self._proc.poll() is not None:
+        if self._proc is not None and self._proc.poll() is not None and self._proc.returncode != PREEMPTED:
             raise CommandEnded  # out of submitit's signal handler, caught in __call__
         print(f"[llara.launch] stopping the command before requeue: {' '.join(self.command)}", flush=True)
         self.stop()
@@ -529,7 +557,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, interrupted)
 
     executor = make_executor(args)
-    job = executor.submit(StageCommand(args.command, args.stop_grace_s))
+    job = executor.submit(StageCommand(args.command, args.stop_grace_s, args.requeue_wait_s))
     submitted.append(job)
     print(
         f"[llara.launch] {args.cluster} job {job.job_id} ({args.name}); job stdout: {job.paths.stdout}; "
@@ -617,6 +645,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=30.0,
         help="on USR2, wait this long after SIGTERM to the command before SIGKILL, then requeue",
+    )
+    p.add_argument(
+        "--requeue-wait-s",
+        type=float,
+        default=600.0,
+        help="after a stage saved at SIGTERM (preemption without a warning), wait this long for SLURM's requeue",
     )
     p.add_argument(
         "--cancel-wait-s",

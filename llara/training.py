@@ -5,6 +5,10 @@
   resumes from the last checkpoint in ``<out>.partial/``;
 * the resolved configuration is written beside every artifact (``llara_config.json``);
 * each loss part (``bow_ebae``, ``bow_ebar``, ``lm``...) is logged beside the total loss;
+* on SIGUSR2 (SLURM's warning before a time limit or a preemption with ``send_user_signal``) or
+  SIGTERM (a preemption without it), :class:`SaveOnSignal` has the Trainer save a checkpoint at the
+  current step and stop; the stage then exits with :data:`PREEMPTED` and the requeued job resumes from
+  that step, not from the last periodic checkpoint;
 * the command line is checked before anything loads: a bad value of a stage's own arguments, a step
   count that trains nothing (``--max_steps 0``, ``--num_train_epochs 0``) are one ``error:`` line and
   exit status 2 (:data:`llara.io.BAD_INPUT`); a run that trained 0 steps writes no model.
@@ -16,6 +20,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +28,52 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from llara.io import BAD_INPUT, DataError, atomic_folder, atomic_write_json, code_version, jsonable
+from llara.io import BAD_INPUT, PREEMPTED, DataError, atomic_folder, atomic_write_json, code_version, jsonable
 
 CONFIG_NAME = "llara_config.json"
 log = logging.getLogger("llara.training")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+class SaveOnSignal(TrainerCallback):
+    """Save at the current step and stop when SIGUSR2 or SIGTERM arrives (from SLURM, or the launcher
+    stopping the job before a requeue). With several processes the ranks agree at every step end
+    (an all-reduce of one flag), so all of them save the same step."""
+
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+        self.received: int | None = None
+        self.saved_step: int | None = None
+        self._previous = {signum: signal.signal(signum, self._note) for signum in signals}
+
+    def restore(self) -> None:
+        """The handlers from before (training is over: a signal now means what it meant before)."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.received = self.received or signum
+
+    def _any_rank(self) -> bool:
+        flag = self.received is not None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([int(flag)])
+            if torch.distributed.get_backend() == "nccl":
+                t = t.cuda()
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            return control  # the last step: training ends and the model is written as usual
+        if self._any_rank():
+            control.should_save = True
+            control.should_training_stop = True
+            self.saved_step = state.global_step
+        return control
 
 
 def resolve_precision(args: TrainingArguments, precision: str) -> TrainingArguments:
@@ -267,7 +311,22 @@ def run_stage(
         callbacks=stage_plan.callbacks,
         loss_fn=stage_plan.loss_fn,
     )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
+    stop = SaveOnSignal()
+    trainer.add_callback(stop)
+    try:
+        result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
+    finally:
+        stop.restore()
+    if stop.saved_step is not None:
+        log.warning(
+            "%s: signal %s: saved a checkpoint at step %d in %s; stopping for a requeue (exit %d)",
+            stage,
+            signal.Signals(stop.received).name if stop.received else "on another rank",
+            stop.saved_step,
+            checkpoints,
+            PREEMPTED,
+        )
+        raise SystemExit(PREEMPTED)
     if trainer.state.global_step == 0:  # e.g. fewer rows than one batch with --dataloader_drop_last
         raise DataError(
             f"{output}: {stage} trained 0 steps on {len(stage_plan.dataset)} rows (per-device batch "

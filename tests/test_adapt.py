@@ -4,6 +4,8 @@ through ``python -m llara.adapt``: exit status 2, one ``error:`` line, no traceb
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -170,6 +172,46 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
         ]
 
     assert logged(tmp_path / "resumed")[-2:] == pytest.approx(logged(tmp_path / "straight")[-2:], abs=1e-3)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM])
+def test_a_signal_saves_the_current_step_and_the_rerun_resumes_there(
+    tiny_model_dir, tmp_path, monkeypatch, signum
+):
+    """SLURM's warning (USR2) or a preemption's SIGTERM during step 3: the stage saves checkpoint-3 (not
+    the last periodic one, 2), exits with status 75 (requeue me), and the rerun trains step 4 only,
+    ending with the uninterrupted run's weights."""
+    import llara.training as training
+    from llara.io import PREEMPTED
+
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(8))
+    args = ["--variant", "joint", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2"]
+    run(tiny_model_dir, train, tmp_path / "straight", *args)
+    calls = {"n": 0}
+    original = training.LlaraTrainer.training_step
+
+    def signal_on_third(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signum)  # delivered now; the step still ends normally
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(training.LlaraTrainer, "training_step", signal_on_third)
+    before = signal.getsignal(signum)
+    with pytest.raises(SystemExit) as stopped:
+        run(tiny_model_dir, train, tmp_path / "resumed", *args)
+    assert stopped.value.code == PREEMPTED
+    assert signal.getsignal(signum) == before  # the handler is only there while training
+    assert not (tmp_path / "resumed").exists()
+    saved = tmp_path / "resumed.partial" / "checkpoints" / "checkpoint-3"
+    assert (saved / "trainer_state.json").is_file()  # the step the signal came in, saved whole
+    calls["n"] = 10
+    run(tiny_model_dir, train, tmp_path / "resumed", *args)
+    assert calls["n"] == 11, f"the rerun trained {calls['n'] - 10} steps instead of step 4 only"
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=5e-3)
 
 
 def test_checkpoints_of_another_config_are_not_resumed(tiny_model_dir, tmp_path, caplog):

@@ -357,3 +357,48 @@ def test_local_job_record_and_snakemake_benchmark_feed_the_cost_table(tmp_path):
     assert md.count("| joint [released] | - | ") == 1 and joint["adapt_cpu_hours"] > 0
     gain = 0.1 / joint["adapt_cpu_hours"]
     assert f"| +0.1000 | {gain:+.3g} |" in md
+
+
+def test_checkpoint_after_the_stage_saved_for_a_requeue_requeues_it():
+    """The stage got SLURM's warning itself, saved and exited 75 before submitit's handler ran: the
+    job is requeued (it resumes from the saved step), not finished."""
+    from llara.io import PREEMPTED
+    from llara.launch import StageCommand
+
+    cmd = StageCommand([PY, "-c", f"raise SystemExit({PREEMPTED})"])
+    cmd._proc = subprocess.Popen(cmd.command)
+    cmd._proc.wait()
+    delayed = cmd.checkpoint()
+    assert delayed.function.command == cmd.command
+
+
+def test_a_local_stage_that_saved_at_a_signal_fails_with_how_to_resume(tmp_path, capsys):
+    """Nothing requeues a local job: status 75 (saved at a signal) is a failure whose message says a
+    rerun resumes."""
+    from llara.io import PREEMPTED
+
+    rc = main(["--name", "p", "--folder", str(tmp_path / "jobs"), "--poll-s", "0.2", "--",
+               PY, "-c", f"raise SystemExit({PREEMPTED})"])  # fmt: skip
+    assert rc == 1
+    assert "it resumes from the saved step" in capsys.readouterr().err
+
+
+def test_setup_lines_run_in_the_job_before_the_command(tmp_path):
+    out = tmp_path / "seen.txt"
+    rc = main(["--name", "s", "--folder", str(tmp_path / "jobs"), "--poll-s", "0.2",
+               "--setup", "export LLARA_SETUP_SEEN=yes", "--setup", f"echo setup-ran > {out}", "--",
+               PY, "-c", f"import os; open({str(out)!r}, 'a').write(os.environ['LLARA_SETUP_SEEN'])"])  # fmt: skip
+    assert rc == 0 and out.read_text() == "setup-ran\nyes"
+
+
+def test_several_nodes_need_slurm(tmp_path):
+    from llara.io import DataError
+
+    with pytest.raises(DataError, match="a job on several nodes needs --cluster slurm"):
+        parse(["--name", "n", "--folder", str(tmp_path), "--nodes", "2", "--", "true"])
+    assert (
+        parse(
+            ["--name", "n", "--folder", str(tmp_path), "--cluster", "slurm", "--nodes", "2", "--", "true"]
+        ).nodes
+        == 2
+    )

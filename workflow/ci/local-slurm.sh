@@ -192,7 +192,9 @@ PartitionName=gpu Nodes=$NODE Default=NO MaxTime=INFINITE DefaultTime=60 State=U
     d_pid=$RUN/slurmd-%n.pid d_log=$LOG/slurmd-%n.log d_spool=$SPOOL/d-%n
     # preempt/partition_prio: a pending job of a partition with a higher PriorityTier preempts the
     # jobs of lower tiers on the same nodes, with the preemptee partition's PreemptMode; REQUEUE needs
-    # JobRequeue=1 (set above) or --requeue. GraceTime: SIGTERM at once, SIGKILL GraceTime s later.
+    # JobRequeue=1 (set above) or --requeue. GraceTime: the job's tasks (not its batch script) get
+    # SIGTERM at once, the rest is killed GraceTime s later and requeued; a job that ends by itself
+    # within the grace time is not requeued (it keeps its own end state, e.g. COMPLETED).
     nodes="PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE"
     for i in "${!names[@]}"; do
@@ -433,7 +435,10 @@ wait_idle() {
 start() {
   [[ $(id -u) == 0 ]] || die "run as root (the daemons run as root here)"
   [[ $NODES =~ ^[1-9][0-9]*$ ]] || die "--nodes wants a positive number, not '$NODES'"
-  local running
+  local running i ports=("$CTLD_PORT" "$DBD_PORT" "$DB_PORT")
+  for ((i = 1; i <= NODES; i++)); do ports+=("$(node_port "$i")"); done
+  [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) == "${#ports[@]}" ]] ||
+    die "two daemons would share a port (${ports[*]}): set LLARA_SLURM_PORTS"
   if pid_of "$RUN/slurmctld.pid" slurmctld >/dev/null; then
     running=$(cat "$BASE/nodes" 2>/dev/null || echo 1)
     ((running == NODES)) || die "the cluster under $BASE runs with $running node(s): stop it first to start it with $NODES"

@@ -194,6 +194,8 @@ def launch(stage: str, name: str) -> str:
         f"--nodes {res['nodes']} --tasks {res['tasks']} --gpus {res['gpus']} --cpus {res['cpus']}",
         f"--mem-gb {res['mem_gb']} --time-min {res['time_min']}",
     ]
+    if (res["signal_delay_s"], res["stop_grace_s"]) != (120, 30):  # the launcher's defaults
+        parts.append(f"--signal-delay-s {res['signal_delay_s']} --stop-grace-s {res['stop_grace_s']}")
     if LAUNCH["cluster"] == "slurm":
         for key in ("partition", "account", "qos"):
             if res[key]:
