@@ -100,6 +100,8 @@ def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
     if output.exists():
         raise FileExistsError(f"{output} already exists and is complete; delete it to train again")
     work = work_dir(output)
+    if work.is_dir():
+        claim(work)  # before anything is reused or deleted: another live trainer keeps its folder
     previous = work / CONFIG_NAME
     stage_config = {k: v for k, v in config.items() if k != "code_version"}
     if previous.exists():
@@ -114,9 +116,61 @@ def prepare_output(output: str | Path, config: dict[str, Any]) -> Path:
                 ", ".join(changed),
             )
             shutil.rmtree(work)
+            release(work)
     work.mkdir(parents=True, exist_ok=True)
+    claim(work)
     atomic_write_json(previous, jsonable(config))
     return work / "checkpoints"
+
+
+OWNER = "owner.json"  # who trains in a .partial folder: a SLURM job id, or a process on a host
+_HELD: dict[str, Any] = {}  # .partial folder -> the lock file this process holds on it
+
+
+def claim(work: Path) -> None:
+    """Make ``work`` (a ``.partial`` folder) this job's, or refuse in one line when another job still
+    trains there: an orphaned trainer (Snakemake killed, its job left running) and a new one must not
+    share checkpoints. On SLURM the owner is the job id (a requeued job is the same job), checked with
+    ``squeue``; elsewhere rank 0 holds an ``flock`` on ``work/.lock`` while it lives."""
+    import fcntl
+    import os
+    import socket
+    import subprocess
+
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 claims for the job
+    job = os.environ.get("SLURM_JOB_ID")
+    owner_file = work / OWNER
+    if job and owner_file.is_file():
+        try:
+            other = str(json.loads(owner_file.read_text()).get("slurm_job_id") or "")
+        except (OSError, json.JSONDecodeError):
+            other = ""
+        if other and other != job:
+            try:
+                state = subprocess.run(
+                    ["squeue", "-h", "-j", other, "-o", "%T"], capture_output=True, text=True, timeout=30
+                ).stdout.strip()
+            except (OSError, subprocess.TimeoutExpired):
+                state = ""
+            if state:
+                raise DataError(
+                    f"{work}: SLURM job {other} ({state.lower()}) still trains here; wait for it or "
+                    f"`scancel {other}`, then rerun"
+                )
+    if str(work) in _HELD:  # this process already trains here (a rerun in one interpreter)
+        return
+    lock = open(work / ".lock", "a")  # noqa: SIM115 (held until training ends or the process does)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        held_by = owner_file.read_text().strip() if owner_file.is_file() else "another process"
+        raise DataError(
+            f"{work}: another trainer holds this folder ({held_by}); wait for it or stop it, then rerun"
+        ) from None
+    _HELD[str(work)] = lock
+    atomic_write_json(owner_file, {"slurm_job_id": job, "host": socket.gethostname(), "pid": os.getpid()})
 
 
 def last_checkpoint(checkpoints: Path) -> str | None:
@@ -134,6 +188,14 @@ def finalize_output(output: str | Path, final: Path, config: dict[str, Any]) -> 
     with atomic_folder(output, staged=final) as folder:
         atomic_write_json(folder / CONFIG_NAME, jsonable(config))
     shutil.rmtree(work_dir(output), ignore_errors=True)
+    release(work_dir(output))
+
+
+def release(work: Path) -> None:
+    """Let go of ``work``'s lock (its training is over, or the folder was deleted)."""
+    lock = _HELD.pop(str(work), None)
+    if lock is not None:
+        lock.close()
 
 
 def training_config(stage: str, stage_args: Any, args: TrainingArguments, **extra: Any) -> dict[str, Any]:

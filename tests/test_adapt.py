@@ -359,3 +359,22 @@ def test_last_checkpoint_skips_one_killed_while_written(tmp_path):
             (d / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert last_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_second_trainer_on_the_same_partial_folder_is_refused(tiny_model_dir, tmp_path):
+    """An orphaned trainer (its Snakemake killed) still holds <out>.partial: a new run of the same
+    output is refused in one line instead of sharing (and later deleting) its checkpoints."""
+    import fcntl
+
+    train = write_jsonl(tmp_path / "pairs.jsonl", pretrain_rows(4))
+    work = tmp_path / "out.partial"
+    work.mkdir()
+    holder = open(work / ".lock", "a")  # noqa: SIM115
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's lock: flock is per open file
+    (work / "owner.json").write_text('{"slurm_job_id": null, "host": "h", "pid": 1}')
+    done = run_cli("adapt", "--model_name_or_path", str(tiny_model_dir), "--train_file", str(train),
+                   "--output_dir", str(tmp_path / "out"), "--variant", "joint", "--max_steps", "1")  # fmt: skip
+    assert done.returncode == 2 and "another trainer holds this folder" in done.stderr, done.stderr[-2000:]
+    holder.close()  # the other trainer is gone: the folder is free again
+    run(tiny_model_dir, train, tmp_path / "out", "--variant", "joint", "--max_steps", "1")
+    assert (tmp_path / "out" / "model.safetensors").is_file() and not work.exists()
