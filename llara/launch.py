@@ -202,7 +202,9 @@ class StageCommand(Checkpointable):
 
 def slurm_parameters(args: argparse.Namespace) -> dict:
     """submitit parameters for SLURM from the CLI (values absent are left to the site's defaults)."""
-    params: dict = {"slurm_signal_delay_s": args.signal_delay_s}
+    # a rank that fails ends the job's other ranks (srun waits for every task otherwise: a peer left in
+    # a collective hangs until the time limit)
+    params: dict = {"slurm_signal_delay_s": args.signal_delay_s, "slurm_srun_args": ["--kill-on-bad-exit=1"]}
     if args.partition:
         params["slurm_partition"] = args.partition
     if args.account:
@@ -388,7 +390,7 @@ def report_failure(job: submitit.Job, args: argparse.Namespace, state: str, reas
     if args.cluster == "slurm":
         print(f"[llara.launch] details: sacct -j {job.job_id}; logs in {args.folder}", file=sys.stderr)
     folder = job.paths.folder
-    logs = [folder / f"{job.job_id}_{t}_log.err" for t in range(args.tasks)]
+    logs = [folder / f"{job.job_id}_{t}_log.err" for t in range(args.nodes * args.tasks)]  # every rank
     shown = [p for p in logs if p.exists() and p.stat().st_size]
     if not shown:
         print(
@@ -511,7 +513,7 @@ def cost_record(
         "elapsed_s": elapsed,
         "gpus": args.gpus,
         "gpu_hours": args.gpus * args.nodes * elapsed / 3600,
-        "cpus": args.cpus * args.tasks if args.cpus else None,
+        "cpus": args.cpus * args.tasks * args.nodes if args.cpus else None,
         "cpu_hours": None,
         "source": "launcher",
         "note": "local job: elapsed time from the launcher's clock, GPUs as the launcher gave them",
@@ -567,7 +569,7 @@ def run(args: argparse.Namespace) -> int:
     waiter = Waiter(job, args.cluster, args.state_poll_s)
     while not waiter.done():
         time.sleep(args.poll_s)
-    if not results_written(job, args.tasks, args.results_wait_s):
+    if not results_written(job, args.nodes * args.tasks, args.results_wait_s):  # one result per rank
         reason = "the job ended without a result (cancelled, killed or lost)"
         state = final_state(waiter, args.cluster)
         report_failure(job, args, state, reason)

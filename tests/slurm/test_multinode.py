@@ -27,14 +27,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .test_slurm import (  # noqa: F401  (prepared_model is a fixture)
+from . import test_slurm
+from .test_slurm import (
     PY,
     adapt_args,
     env,
     job_ids,
     launch_cmd,
     losses,
-    prepared_model,
     pretrain_pairs,
     sacct,
     sh,
@@ -42,10 +42,13 @@ from .test_slurm import (  # noqa: F401  (prepared_model is a fixture)
 )
 
 pytestmark = pytest.mark.slurm
+prepared_model = test_slurm.prepared_model  # the fixture: the tiny model with its slot tokens
 
 HOW = "start the two-node cluster: `bash workflow/ci/local-slurm.sh start --nodes 2`"
 # Prints where each rank runs (the job's stdout, <jobid>_<rank>_log.out), then runs the stage as given.
-WHERE = 'echo "rank $RANK of $WORLD_SIZE on $SLURMD_NODENAME, master $MASTER_ADDR:$MASTER_PORT"; exec "$0" "$@"'
+WHERE = (
+    'echo "rank $RANK of $WORLD_SIZE on $SLURMD_NODENAME, master $MASTER_ADDR:$MASTER_PORT"; exec "$0" "$@"'
+)
 RANK_LINE = re.compile(r"^rank (\d+) of (\d+) on (\S+), master (\S+):(\d+)$", re.M)
 
 
@@ -74,12 +77,11 @@ def ended_record(job_id: str) -> dict[str, str]:
     return wait_for(f"the final sacct record of job {job_id}", check, 60)
 
 
-def launch(tmp_path: Path, name: str, nodes: int, tasks: int, *command: str, timeout: float = 300, **options):
+def launch(tmp_path: Path, name: str, nodes: int, tasks: int, *command: str, timeout: float = 300):
     """Run ``command`` through the launcher on ``nodes`` x ``tasks``, each rank printing where it runs;
     returns (the launcher's result, job id, its job folder, seconds)."""
     folder = tmp_path / "jobs" / name
-    extra = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
-    cmd = [*launch_cmd(name, folder, "--nodes", str(nodes), "--tasks", str(tasks), *extra), "--",
+    cmd = [*launch_cmd(name, folder, "--nodes", str(nodes), "--tasks", str(tasks)), "--",
            "sh", "-c", WHERE, *command]  # fmt: skip
     start = time.time()
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout)
@@ -106,16 +108,17 @@ def ranks_seen(folder: Path, job_id: str, world: int) -> dict[int, tuple[str, st
 def assert_same_training(a: Path, b: Path, weights: str, steps: int) -> tuple[float, float]:
     """The two runs' per-step losses and final weights agree; returns the largest differences.
 
-    Tolerances as in the resume tests (tests/test_adapt.py, test_slurm.py's requeue test): 1e-3 on
-    losses, 5e-3 on weights. The two layouts run the same arithmetic (2 processes, the same shards,
-    gloo's sum of two gradients is commutative), so the runs measured here agreed far closer (see the
-    differences printed); the tolerances allow for CPU kernels that are not bit-reproducible from one
-    process to another and still catch a wrong shard, batch or world size, which moves the first
-    step's loss by ~1e-1."""
+    The two layouts run the same arithmetic (2 processes, 1 thread each, the same shards; gloo's sum
+    of two gradients is commutative), and the runs measured here were bit for bit equal (differences
+    printed). The tolerances leave room for CPU kernels that are not bit-reproducible from one process
+    to another: 5e-3 on weights as the resume tests (Adam turns 1e-9 gradient noise on a near-zero
+    gradient into an lr-sized step), 1e-4 on the losses of a dozen steps (tighter than the resume
+    tests' 1e-3, which cover thousands); a wrong shard, batch or world size moves the first step's
+    loss by ~1e-1."""
     la, lb = losses(a), losses(b)
     assert sorted(la) == sorted(lb) == list(range(1, steps + 1)), (sorted(la), sorted(lb))
     for step in la:
-        assert lb[step] == pytest.approx(la[step], abs=1e-3), step
+        assert lb[step] == pytest.approx(la[step], abs=1e-4), step
     wa, wb = load_file(a / weights), load_file(b / weights)
     assert sorted(wa) == sorted(wb) and wa
     for k in wa:
@@ -125,13 +128,13 @@ def assert_same_training(a: Path, b: Path, weights: str, steps: int) -> tuple[fl
     return loss_diff, weight_diff
 
 
-def check_layouts(tmp_path: Path, two_nodes: list[str], name: str, command, out_of, steps: int, weights: str):
+def check_layouts(tmp_path: Path, two_nodes: list[str], name: str, command, steps: int, weights: str):
     """``command(out)`` on 2 nodes x 1 task, then on 1 node x 2 tasks: both succeed, sacct and the ranks'
     own logs say where they ran, and the training is the same."""
     runs = {}
     for nodes, tasks in ((2, 1), (1, 2)):
         label = f"{name}-{nodes}x{tasks}"
-        out = out_of(label)
+        out = tmp_path / label
         done, job_id, folder, seconds = launch(tmp_path, label, nodes, tasks, *command(out))
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"[llara.launch] job {job_id} ({label}) done" in done.stdout
@@ -170,7 +173,7 @@ def test_adaptation_on_two_nodes_matches_two_tasks_on_one_node(two_nodes, prepar
         return [PY, *adapt_args(prepared_model, train, out, "--max_steps", str(steps), "--logging_steps", "1",
                                 "--save_strategy", "no")]  # fmt: skip
 
-    check_layouts(tmp_path, two_nodes, "adapt", command, lambda label: tmp_path / label, steps, "model.safetensors")
+    check_layouts(tmp_path, two_nodes, "adapt", command, steps, "model.safetensors")
 
 
 # ---- 2: fine-tuning -----------------------------------------------------------------------------
@@ -201,7 +204,12 @@ def test_finetuning_on_two_nodes_matches_two_tasks_on_one_node(two_nodes, prepar
                 "--allow_untrained_slots", "--cross_device_negatives", "true", "--max_steps", str(steps)]  # fmt: skip
 
     check_layouts(
-        tmp_path, two_nodes, "finetune", command, lambda label: tmp_path / label, steps, "adapter_model.safetensors"
+        tmp_path,
+        two_nodes,
+        "finetune",
+        command,
+        steps,
+        "adapter_model.safetensors",
     )
 
 
@@ -238,14 +246,13 @@ def test_a_failing_rank_stops_the_other_ranks(two_nodes, tmp_path):
     must fail soon after rank 1, and the launcher with rank 1's error."""
     probe = ("import os, sys, time; rank = os.environ['RANK']; time.sleep(2); "
              "sys.exit('error: rank 1 fails on purpose on ' + os.environ['SLURMD_NODENAME']) if rank == '1' "
-             "else time.sleep(120); print('rank', rank, 'ran to its end')")  # fmt: skip
+             "else time.sleep(120); print('rank', rank, 'slept', 'to', 'the', 'end')")  # fmt: skip
     done, job_id, folder, seconds = launch(tmp_path, "rank-exits", 2, 1, PY, "-c", probe, timeout=300)
     shown = done.stdout + done.stderr
     assert done.returncode == 1, shown
     assert f"job {job_id} (rank-exits) failed, state FAILED" in shown, shown
     assert f"error: rank 1 fails on purpose on {two_nodes[1]}" in (folder / f"{job_id}_1_log.err").read_text()
-    assert "ran to its end" not in (folder / f"{job_id}_0_log.out").read_text()
-    assert seconds < 60, (
+    assert seconds < 60 and "slept to the end" not in (folder / f"{job_id}_0_log.out").read_text(), (
         f"the launcher returned {seconds:.0f}s after submission: rank 0 ran on after rank 1 had failed "
         "(srun waits for every task unless --kill-on-bad-exit / KillOnBadExit=1)"
     )
