@@ -92,6 +92,7 @@ class StageCommand(Checkpointable):
         self.stop_grace_s = stop_grace_s
         self.requeue_wait_s = requeue_wait_s
         self._proc: subprocess.Popen | None = None
+        self._signalled: int | None = None
 
     def __getstate__(self) -> dict:  # the running child is not part of what is requeued
         return {k: v for k, v in self.__dict__.items() if k != "_proc"}
@@ -99,6 +100,14 @@ class StageCommand(Checkpointable):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._proc = None
+        self._signalled = None
+
+    def _note_signal(self, previous, signum: int, frame) -> None:
+        """This task got SIGTERM (a preemption, a requeue) or the warning: a command that dies now was
+        stopped by SLURM, not failed; then the handler submitit installed."""
+        self._signalled = self._signalled or signum
+        if callable(previous):
+            previous(signum, frame)
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -132,6 +141,11 @@ class StageCommand(Checkpointable):
             flush=True,
         )
         warning = submitit.JobEnvironment._usr_sig()  # USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
+        # a result left by an earlier attempt of this task (requeued job) is not this attempt's
+        job_env.paths.result_pickle.unlink(missing_ok=True)
+        self._signalled = None
+        for signum in (signal.SIGTERM, warning):
+            signal.signal(signum, functools.partial(self._note_signal, signal.getsignal(signum)))
         # SLURM sends the warning to every process of the step: the command ignores it (unless it
         # installs its own handler) and the submitit task decides, stopping the command first
         ignore = functools.partial(signal.signal, warning, signal.SIG_IGN)
@@ -145,7 +159,9 @@ class StageCommand(Checkpointable):
         finally:
             self.stop()  # reached with the child still running only through an exception (requeue)
         rc = self._proc.returncode
-        if rc == PREEMPTED:  # SIGTERM from SLURM (preemption without a warning signal): the stage saved
+        # the stage saved at a signal (status 75), or died of SLURM's signals (a stage without
+        # SaveOnSignal, one still loading, a rank ending while the job is requeued): not a failure
+        if rc == PREEMPTED or (rc and self._signalled):
             self.wait_for_requeue()
         if rc:
             how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
@@ -193,7 +209,8 @@ class StageCommand(Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """USR2 before the time limit (or preemption): stop the command, then requeue it unchanged.
         A command that has already ended is not run again (its output may be complete)."""
-        if self._proc is not None and self._proc.poll() is not None and self._proc.returncode != PREEMPTED:
+        ended = self._proc is not None and self._proc.poll() is not None
+        if ended and self._proc.returncode != PREEMPTED and not (self._proc.returncode and self._signalled):
             raise CommandEnded  # out of submitit's signal handler, caught in __call__
         print(f"[llara.launch] stopping the command before requeue: {' '.join(self.command)}", flush=True)
         self.stop()
