@@ -18,7 +18,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # where `snakemake --profile slurm` looks the profile up by name
 SLURM_PROFILE_DIR ?= $(HOME)/.config/snakemake/slurm
 
-.PHONY: setup setup-gpu grid test test-slow lint install-slurm-profile test-slurm slurm-start slurm-stop
+.PHONY: setup setup-gpu grid test test-slow lint install-slurm-profile test-slurm rehearsal slurm-start slurm-stop
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
@@ -61,7 +61,18 @@ install-slurm-profile:
 
 # The SLURM tests need a cluster: `make slurm-start` (root, Debian: a local one-node cluster) first.
 test-slurm: setup
-	$(BIN)/python -m pytest tests/slurm -m slurm --durations=0
+	$(BIN)/python -m pytest tests/slurm -m "slurm and not rehearsal" --durations=0
+
+# The rehearsal of the paper's DAG (config/rehearsal.yaml) on the two-node local cluster: starts it
+# (or keeps the one running; a one-node cluster must be stopped first), runs the grid with the SLURM
+# profile, checks the outcome (tests/slurm/test_rehearsal.py) and writes its wall time to
+# REHEARSAL_DIR/wall.json. About 10 minutes on 2 cores.
+REHEARSAL_DIR ?= /tmp/llara-rehearsal
+rehearsal: setup
+	bash workflow/ci/local-slurm.sh start --nodes 2
+	LLARA_REHEARSAL_DIR=$(REHEARSAL_DIR)/run LLARA_REHEARSAL_RECORD=$(REHEARSAL_DIR)/wall.json \
+		$(BIN)/python -m pytest tests/slurm/test_rehearsal.py -m "slurm and rehearsal" --durations=0 -rA
+	@cat $(REHEARSAL_DIR)/wall.json
 
 slurm-start:
 	bash workflow/ci/local-slurm.sh start

@@ -84,6 +84,29 @@ def command_usage() -> dict[str, float]:
     }
 
 
+def attempt_usage(folder: Path, job_id: str, rank: int, attempt: int, usage: dict[str, float]) -> dict:
+    """Record this attempt's ``usage`` (:func:`command_usage`) of one rank in ``folder``
+    (``<job>_<rank>_attempt<N>.usage.json``) and return that rank's usage over every attempt so far:
+    CPU seconds summed, peak RSS the largest, ``attempts`` counted. A requeued job's first attempts
+    leave no result, only these files."""
+    import json
+
+    from llara.io import atomic_write_json
+
+    atomic_write_json(folder / f"{job_id}_{rank}_attempt{attempt}.usage.json", usage)
+    seen = []
+    for path in sorted(folder.glob(f"{job_id}_{rank}_attempt*.usage.json")):
+        try:
+            seen.append(json.loads(path.read_text()))
+        except (OSError, ValueError):  # a file cut short by a kill: that attempt is not counted
+            continue
+    return {
+        "cpu_s": round(sum(u["cpu_s"] for u in seen), 3),
+        "max_rss_mb": max(u["max_rss_mb"] for u in seen),
+        "attempts": len(seen),
+    }
+
+
 class StageCommand(Checkpointable):
     """A command line run as a submitit job; on timeout or preemption it is stopped and requeued as is."""
 
@@ -108,6 +131,18 @@ class StageCommand(Checkpointable):
         self._signalled = self._signalled or signum
         if callable(previous):
             previous(signum, frame)
+
+    def record_attempt(self) -> dict:
+        """This attempt's usage, written beside the job's logs, summed with the earlier attempts'
+        (outside a submitit job, as in a unit test: this attempt's usage only)."""
+        try:
+            job_env = submitit.JobEnvironment()
+        except RuntimeError:  # no job environment: nothing to sum over
+            return {**command_usage(), "attempts": 1}
+        attempt = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        return attempt_usage(
+            Path(job_env.paths.folder), str(job_env.job_id), job_env.global_rank, attempt, command_usage()
+        )
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -159,6 +194,7 @@ class StageCommand(Checkpointable):
         finally:
             self.stop()  # reached with the child still running only through an exception (requeue)
         rc = self._proc.returncode
+        usage = self.record_attempt()  # before a requeue: the attempt's CPU time counts in the cost
         # the stage saved at a signal (status 75), or died of SLURM's signals (a stage without
         # SaveOnSignal, one still loading, a rank ending while the job is requeued): not a failure
         if rc == PREEMPTED or (rc and self._signalled):
@@ -167,7 +203,7 @@ class StageCommand(Checkpointable):
             how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
             short = " ".join(self.command[:4]) + (" ..." if len(self.command) > 4 else "")
             raise StageFailed(f"the stage command {how}: {short}")
-        return command_usage()
+        return usage
 
     def wait_for_requeue(self) -> None:
         """The stage saved a checkpoint at a signal and stopped (status PREEMPTED). SLURM is preempting
@@ -214,6 +250,7 @@ class StageCommand(Checkpointable):
             raise CommandEnded  # out of submitit's signal handler, caught in __call__
         print(f"[llara.launch] stopping the command before requeue: {' '.join(self.command)}", flush=True)
         self.stop()
+        self.record_attempt()
         return super().checkpoint(*args, **kwargs)
 
 
@@ -356,10 +393,48 @@ def error_summary(err: BaseException) -> str:
     if isinstance(err, FailedJobError) and len(parts) >= 3:
         trace = [line.strip() for line in parts[1].splitlines() if line.strip()]
         stage = f"{StageFailed.__module__}.{StageFailed.__name__}: "
-        if trace and trace[-1].startswith(stage):
-            return trace[-1].removeprefix(stage)
+        own = [line for line in trace if line.startswith(stage)]
+        if own:  # the launcher's StageFailed line itself, not the last line of a longer message
+            return own[-1].removeprefix(stage)
         return f"{first} {trace[-1]}" if trace else first
     return first
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)(:.*)?$")
+
+
+def stage_error_line(path: Path) -> str | None:
+    """The stage's own error line in one rank's error log: its last ``error: ...`` line, else the
+    exception line that ends its last traceback; None when it printed neither."""
+    if not path.exists():
+        return None
+    own = [line.rstrip() for line in stage_lines(path.read_text(errors="replace")) if line.strip()]
+    errors = [line for line in own if line.startswith("error:")]
+    if errors:
+        return errors[-1]
+    raised = [line for line in own if EXCEPTION_LINE.match(line)]
+    return raised[-1] if raised else None
+
+
+def failing_rank(folder: Path, job_id: str, ranks: int) -> tuple[int, str] | None:
+    """(rank, its error line) of the rank that failed first in the sense that matters: a rank that
+    printed an ``error: ...`` line (the stage's own message) wins over one that only raised (a peer's
+    collateral 'Connection closed by peer'); the lowest such rank. None when no rank said anything."""
+    lines = [(t, stage_error_line(folder / f"{job_id}_{t}_log.err")) for t in range(ranks)]
+    said = [(t, line) for t, line in lines if line]
+    own = [(t, line) for t, line in said if line.startswith("error:")]
+    return (own or said or [None])[0]
+
+
+def failure_reason(folder: Path, job_id: str, ranks: int, summary: str | None) -> str:
+    """Why the job failed, for the launcher's first line: the failing rank's own error line, after
+    submitit's summary of the failure when there is one (a job that left no result has none)."""
+    found = failing_rank(folder, job_id, ranks)
+    said = f"rank {found[0]}: {found[1]}" if found else None
+    if summary:
+        return f"{summary}; {said}" if said else summary
+    lost = "the job ended without a result from every rank (cancelled, killed or lost)"
+    return f"{said} ({lost})" if said else lost
 
 
 SUBMITIT_LINE = re.compile(r"^submitit (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \(")
@@ -500,8 +575,9 @@ def cost_record(
     on SLURM (``source: sacct``; ``cpu_hours``: allocated CPUs x elapsed, what the site bills);
     locally (``source: launcher``) from the launcher's own clock and the GPUs it gave the job, with
     ``cpu_hours`` null. ``command_cpu_s`` / ``command_max_rss_mb``: CPU time used by the stage command
-    (summed over tasks) and its peak RSS (largest process), measured by the job itself
-    (:func:`command_usage`; on a requeued job, the last attempt's); null when the job failed.
+    (summed over tasks and over a requeued job's attempts: :func:`attempt_usage`) and its peak RSS
+    (largest process), measured by the job itself (:func:`command_usage`); null when the job failed.
+    ``command_attempts``: the most attempts any task made.
     ``launcher_wall_s``: submission to end as the launcher saw it (on SLURM: queueing included)."""
     record = {
         "name": args.name,
@@ -521,6 +597,7 @@ def cost_record(
     usages = [t for t in tasks or [] if isinstance(t, dict)]
     record["command_cpu_s"] = round(sum(u["cpu_s"] for u in usages), 3) if usages else None
     record["command_max_rss_mb"] = max(u["max_rss_mb"] for u in usages) if usages else None
+    record["command_attempts"] = max(u.get("attempts", 1) for u in usages) if usages else None
     empty = dict.fromkeys(("elapsed_s", "gpus", "gpu_hours", "cpus", "cpu_hours"))
     if args.cluster == "slurm":
         usage, note = sacct_usage(job_id, args.record_wait_s) if job_id else (None, "no job was submitted")
@@ -586,10 +663,10 @@ def run(args: argparse.Namespace) -> int:
     waiter = Waiter(job, args.cluster, args.state_poll_s)
     while not waiter.done():
         time.sleep(args.poll_s)
-    if not results_written(job, args.nodes * args.tasks, args.results_wait_s):  # one result per rank
-        reason = "the job ended without a result (cancelled, killed or lost)"
+    ranks = args.nodes * args.tasks
+    if not results_written(job, ranks, args.results_wait_s):  # one result per rank
         state = final_state(waiter, args.cluster)
-        report_failure(job, args, state, reason)
+        report_failure(job, args, state, failure_reason(job.paths.folder, str(job.job_id), ranks, None))
         write_record(args, str(job.job_id), state, start)
         return 1
     try:
@@ -598,7 +675,8 @@ def run(args: argparse.Namespace) -> int:
         )  # one result per task (its command's usage); raises for a failed or vanished job
     except (FailedJobError, UncompletedJobError) as err:
         state = final_state(waiter, args.cluster)
-        report_failure(job, args, state, error_summary(err))
+        reason = failure_reason(job.paths.folder, str(job.job_id), ranks, error_summary(err))
+        report_failure(job, args, state, reason)
         write_record(args, str(job.job_id), state, start)
         return 1
     print(f"[llara.launch] job {job.job_id} ({args.name}) done", flush=True)

@@ -402,3 +402,128 @@ def test_several_nodes_need_slurm(tmp_path):
         ).nodes
         == 2
     )
+
+
+def failed_job_error(message: str):
+    """A FailedJobError as submitit words it: header, a ruler, the job's traceback, a ruler, logs."""
+    from submitit.core.utils import FailedJobError
+
+    ruler = "-" * 22
+    trace = (
+        'Traceback (most recent call last):\n  File "/x/submitit/core/submission.py", line 55, in process_job\n'
+        f"    result = delayed.result()\nllara.launch.StageFailed: {message}"
+    )
+    return FailedJobError(
+        f"Job (task=1) failed during processing with trace:\n{ruler}\n{trace}\n{ruler}\nlogs: x"
+    )
+
+
+def test_error_summary_takes_the_stage_failed_line_not_the_last_line_of_its_message():
+    from llara.launch import error_summary
+
+    one = failed_job_error("the stage command exited with status 2: python -m llara.adapt")
+    assert error_summary(one) == "the stage command exited with status 2: python -m llara.adapt"
+    longer = failed_job_error(
+        "the stage command exited with status 2: python -m llara.adapt\nsee the log above"
+    )
+    assert error_summary(longer) == "the stage command exited with status 2: python -m llara.adapt"
+
+
+def write_rank_logs(folder, job_id: str, logs: dict[int, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank, text in logs.items():
+        (folder / f"{job_id}_{rank}_log.err").write_text(text)
+
+
+COLLATERAL = (  # what rank 0 prints when its peer has gone
+    'Traceback (most recent call last):\n  File "x.py", line 3, in <module>\n'
+    "RuntimeError: [../third_party/gloo/transport/tcp/pair.cc:534] Connection closed by peer\n"
+)
+
+
+def test_failure_reason_names_the_rank_that_printed_its_own_error_line(tmp_path):
+    from llara.launch import failure_reason
+
+    own = "warning: 3 empty texts\nerror: /data/pairs.jsonl.missing: file not found; give --train_file\n"
+    write_rank_logs(tmp_path, "7", {0: COLLATERAL, 1: own})
+    missing = failure_reason(tmp_path, "7", 2, None)
+    assert missing.startswith("rank 1: error: /data/pairs.jsonl.missing: file not found; give --train_file")
+    assert "ended without a result" in missing and "Connection closed" not in missing
+    failed = failure_reason(tmp_path, "7", 2, "the stage command exited with status 2: python -m llara.adapt")
+    assert failed == (
+        "the stage command exited with status 2: python -m llara.adapt; "
+        "rank 1: error: /data/pairs.jsonl.missing: file not found; give --train_file"
+    )
+
+
+def test_failure_reason_falls_back_to_the_exception_line_then_to_nothing(tmp_path):
+    from llara.launch import failure_reason
+
+    write_rank_logs(tmp_path, "8", {0: "loading\n", 1: COLLATERAL})
+    assert failure_reason(tmp_path, "8", 2, None).startswith("rank 1: RuntimeError: [../third_party/gloo")
+    write_rank_logs(tmp_path, "9", {0: "loading\n"})  # rank 1 wrote no log at all
+    assert failure_reason(tmp_path, "9", 2, None) == (
+        "the job ended without a result from every rank (cancelled, killed or lost)"
+    )
+    assert failure_reason(tmp_path, "9", 2, "the stage command was killed by signal 9: x") == (
+        "the stage command was killed by signal 9: x"
+    )
+
+
+def test_a_failing_rank_of_a_two_task_job_gives_its_own_error_line(tmp_path):
+    """Rank 1 of a local 2-task job fails with an ``error:`` line; rank 0 succeeds. The launcher's
+    first line (the rule's reason) carries rank 1's line, not only 'the stage command exited'."""
+    stage = (
+        "import os, sys; r = os.environ['RANK']; "
+        "sys.exit('error: shard 1 of data.jsonl is empty; give more rows') if r == '1' else None"
+    )
+    cmd = [PY, "-m", "llara.launch", "--name", "ranks", "--folder", str(tmp_path / "jobs"), "--tasks", "2",
+           "--poll-s", "0.2", "--", PY, "-c", stage]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    first = done.stderr.strip().splitlines()[0]
+    assert done.returncode == 1, done.stderr
+    assert "failed, state" in first and "the stage command exited with status 1" in first, first
+    assert first.endswith("; rank 1: error: shard 1 of data.jsonl is empty; give more rows"), first
+
+
+def test_a_requeued_jobs_cost_sums_every_attempt_of_every_rank(tmp_path, monkeypatch):
+    """Attempt 0 of a 2-rank job is preempted after 30 / 20 CPU seconds (its ranks write their usage,
+    no result); attempt 1 completes with 50 / 40. The job record and the cost table count all four:
+    140 CPU seconds, 2 attempts; sacct's elapsed time and CPU-hours are summed over attempts too."""
+    import json
+
+    from llara.launch import attempt_usage, cost_record
+    from llara.tables import load_benchmark
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for rank, cpu in ((0, 30.0), (1, 20.0)):
+        first = attempt_usage(jobs, "77", rank, 0, {"cpu_s": cpu, "max_rss_mb": 100.0 + rank})
+        assert first == {"cpu_s": cpu, "max_rss_mb": 100.0 + rank, "attempts": 1}
+    results = [
+        attempt_usage(jobs, "77", rank, 1, {"cpu_s": cpu, "max_rss_mb": 90.0})
+        for rank, cpu in ((0, 50.0), (1, 40.0))
+    ]
+    assert results == [
+        {"cpu_s": 80.0, "max_rss_mb": 100.0, "attempts": 2},
+        {"cpu_s": 60.0, "max_rss_mb": 101.0, "attempts": 2},
+    ]
+    rows = ["77|PREEMPTED|100|billing=4,cpu=4,mem=4G,node=2|4|400|low",
+            "77|COMPLETED|150|billing=4,cpu=4,mem=4G,node=2|4|600|low"]  # fmt: skip
+    fake_sacct(tmp_path, monkeypatch, "".join(f"echo '{r}'\n" for r in rows))
+    args = parse(["--name", "adapt", "--cluster", "slurm", "--folder", str(jobs), "--nodes", "2", "--cpus", "2",
+                  "--record-wait-s", "0", "--", "true"])  # fmt: skip
+    record = cost_record(args, "77", "COMPLETED", 400.0, results)
+    assert record["command_cpu_s"] == 140.0 and record["command_attempts"] == 2
+    assert (
+        record["attempts"] == 2
+        and record["elapsed_s"] == 250
+        and record["cpu_hours"] == pytest.approx(1000 / 3600)
+    )
+    stem = tmp_path / "results/benchmarks/adapt/llara/released/joint/seed0"
+    stem.parent.mkdir(parents=True)
+    stem.with_suffix(".tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n401.0\t0:06:41\t80.0\t2.0\n")
+    stem.with_suffix(".job.json").write_text(json.dumps(record))
+    bench = load_benchmark(stem.with_suffix(".tsv"))
+    assert bench["cost_source"] == "sacct" and bench["wall_hours"] == pytest.approx(250 / 3600)
+    assert bench["cpu_hours"] == pytest.approx(140 / 3600)  # every attempt's CPU time, not the last one's

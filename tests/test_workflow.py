@@ -515,9 +515,9 @@ def micro_grid(tmp_path_factory):
 def test_micro_grid_runs_end_to_end_and_reruns_what_changed(micro_grid):
     repo, work, done = micro_grid
     long = pd.read_parquet(work / "results" / "tables" / "long.parquet")
-    assert set(long["variant"]) == {"none", "ebae", "ebar", "joint", "bm25"}
+    assert set(long["variant"]) == {"none", "ebae", "ebar", "joint", "repllama", "bm25"}
     stages = long[long.variant != "bm25"].groupby("stage")["variant"].nunique()
-    assert stages.to_dict() == {"finetuned": 4, "zeroshot": 4}  # both stages of every variant
+    assert stages.to_dict() == {"finetuned": 5, "zeroshot": 5}  # both stages of every system
     assert set(long.loc[long.stage == "finetuned", "negatives"]) == {"bm25"}
     prompts = long.drop_duplicates("variant").set_index("variant")[["query_prompt", "passage_prompt"]]
     assert prompts.loc["ebae"].tolist() == ["ebae", "ebae"] and prompts.loc["bm25"].tolist() == ["-", "-"]
@@ -558,11 +558,13 @@ def test_micro_grid_runs_end_to_end_and_reruns_what_changed(micro_grid):
     cfg["finetune"]["learning_rate"] = 5e-4
     counts = run(cfg)
     assert (
-        counts["finetune"] == counts["export_st"] == 4
+        counts["finetune"] == 4
+        and counts["finetune_retriever"] == 1
+        and counts["export_st"] == 5
         and "adapt" not in counts
         and "base_model" not in counts
     )
-    assert counts["encode_corpus"] == 4 and counts["score"] == 4 and counts["tables"] == 1
+    assert counts["encode_corpus"] == 5 and counts["score"] == 5 and counts["tables"] == 1
 
     # switching the launcher (local -> debug) reruns nothing: launch options are resources, not params
     cfg = micro_config()
@@ -577,13 +579,13 @@ def test_micro_grid_runs_end_to_end_and_reruns_what_changed(micro_grid):
     with open(repo / "llara" / "search.py", "a") as fh:
         fh.write("\n# a change to the search stage\n")
     counts = run(micro_config())
-    assert counts["search"] == 8 and counts["score"] == 8
+    assert counts["search"] == 10 and counts["score"] == 10
     assert not {"mine_bm25", "bm25", "encode_corpus", "finetune"} & set(counts)
     # the TREC run format is read by mining, BM25, search and scoring: all of them and what follows rerun
     with open(repo / "llara" / "runs.py", "a") as fh:
         fh.write("\n# a change to the run format\n")
     counts = run(micro_config())
-    assert counts["search"] == 8 and counts["mine_bm25"] == 1 and counts["bm25"] == 1
+    assert counts["search"] == 10 and counts["mine_bm25"] == 1 and counts["bm25"] == 1
     assert "adapt" not in counts and "base_model" not in counts
 
     # -R and --until behave as Snakemake users expect

@@ -19,6 +19,11 @@ def pytest_configure(config):
         "slurm: needs a running SLURM cluster with accounting; run with `make test-slurm` "
         "(pytest tests/slurm -m slurm) after `bash workflow/ci/local-slurm.sh start`",
     )
+    config.addinivalue_line(
+        "markers",
+        "rehearsal: the rehearsal of the paper's DAG on the two-node cluster (about 10 minutes); "
+        "`make rehearsal` runs it, `make test-slurm` leaves it out",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
