@@ -7,6 +7,8 @@ float32 numpy arrays, rows in input order):
   prompts the checkpoint records; released-code checkpoints: EBAR queries, EBAE passages);
 - :class:`HFEncoder` is a plain Hugging Face ``AutoModel`` with mean, CLS or last-token pooling
   (:func:`llara.pooling.pool_hidden`; baselines such as all-MiniLM-L6-v2, RepLLaMA-style decoders).
+  An adapter-only model (a LoRA adapter such as the released RepLLaMA) is merged into the base model
+  folder given by ``--base-model``, offline.
 
 Texts are tokenised once, ordered by token length (longest first) and cut into batches, so each
 batch pads only to its own longest row; the vectors are put back into input order at the end.
@@ -205,6 +207,86 @@ def default_max_length(
 
 
 HF_POOLINGS = ("mean", "cls", "last")  # the poolings of llara.pooling that need no slot tokens
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder (LoRA weights only, no base weights)
+
+
+def adapter_config(folder: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The ``adapter_config.json`` of an adapter-only model folder (a PEFT LoRA adapter, e.g.
+    castorini/repllama-v1-7b-lora-passage), or None when ``folder`` is not one."""
+    if folder is None:
+        return None
+    path = Path(folder, ADAPTER_CONFIG)
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); fetch the adapter again") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a JSON object; fetch the adapter again")
+    return config
+
+
+def check_adapter_base(model: str | os.PathLike, base_model: str | os.PathLike | None) -> None:
+    """An adapter-only ``model`` needs its base model's folder (``--base-model``); a full model takes
+    none. The hub id an adapter names as its base is never looked up (compute nodes are offline)."""
+    config = adapter_config(model)
+    if config is None:
+        if base_model is not None:
+            raise DataError(
+                f"{model}: not an adapter folder (no {ADAPTER_CONFIG}), but --base-model {base_model} is "
+                "given: drop --base-model (it is only for an adapter-only --model)"
+            )
+        return
+    if base_model is None:
+        named = config.get("base_model_name_or_path") or "no base"
+        raise DataError(
+            f"{model}: a LoRA adapter without base weights ({ADAPTER_CONFIG} names {named!r}, which is "
+            "not downloaded here); pass the folder of that base model as --base-model (in a config: the "
+            "checkpoint's base_model, fetched on the login node)"
+        )
+    if adapter_config(base_model) is not None:
+        raise DataError(
+            f"--base-model {base_model}: an adapter folder too ({ADAPTER_CONFIG}); pass the folder of the "
+            "full base model the adapter was trained on"
+        )
+
+
+def load_merged_adapter(adapter: str | os.PathLike, base_model: str | os.PathLike, dtype: torch.dtype) -> Any:
+    """``AutoModel`` of the ``base_model`` folder with the LoRA ``adapter`` folder loaded onto it and
+    merged (peft's ``merge_and_unload``), as RepLLaMA's model card loads its adapter. An adapter whose
+    weights do not fit the base (other shapes, other layer names, layers on one side only) is a
+    DataError naming both folders."""
+    from peft import PeftConfig, get_peft_model
+    from transformers import AutoModel
+
+    from llara.model import pretrained
+
+    check_adapter_base(adapter, base_model)
+    named = adapter_config(adapter).get("base_model_name_or_path") or "its base"
+    fix = f"pass the folder of the model it was trained on ({named!r}) as --base-model"
+    net = pretrained(AutoModel.from_pretrained, base_model, dtype=dtype)
+    try:
+        config = PeftConfig.from_pretrained(str(adapter))  # the local file: no hub look-up
+        config.inference_mode = True
+        with warnings.catch_warnings():  # peft notes that the adapter's base is now this folder
+            warnings.filterwarnings("ignore", message=r"The PEFT config's `base_model_name_or_path`")
+            model = get_peft_model(net, config)  # the adapter's layers, untrained ...
+        loaded = model.load_adapter(str(adapter), "default", torch_device="cpu")  # ... then its weights
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # size mismatch, no target modules
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()] or [type(exc).__name__]
+        first = next((x for x in lines if "size mismatch" in x), lines[0])[:300]  # torch's: one per weight
+        raise DataError(
+            f"{adapter}: the adapter does not fit the base model {base_model} ({first}); {fix}"
+        ) from None
+    odd = [*loaded.unexpected_keys, *loaded.missing_keys]
+    if odd:
+        raise DataError(
+            f"{adapter}: the adapter does not fit the base model {base_model}: "
+            f"{len(loaded.unexpected_keys)} adapter weights have no layer there and "
+            f"{len(loaded.missing_keys)} adapted layers get no weights (e.g. {odd[0]}); {fix}"
+        )
+    return model.merge_and_unload()
 
 
 class HFEncoder:
@@ -215,6 +297,11 @@ class HFEncoder:
     tokenizer's EOS appended (``append_eos``, default on for ``last`` only) and the state of the last
     real token taken. Left-padded rows get position ids counted from their first real token, so both
     padding sides give the same vectors.
+
+    An adapter-only ``model`` folder (a LoRA adapter: ``adapter_config.json``, no base weights; the
+    released RepLLaMA) is loaded onto the ``base_model`` folder and merged
+    (:func:`load_merged_adapter`), the tokenizer being the base model's; the hub id the adapter names
+    as its base is never used.
     """
 
     def __init__(
@@ -230,6 +317,7 @@ class HFEncoder:
         query_prefix: str = "",
         passage_prefix: str = "",
         append_eos: bool | None = None,
+        base_model: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = "auto",
         sort_by_length: bool = True,
@@ -242,12 +330,18 @@ class HFEncoder:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         path: str | None = None
+        self.base_model = None if base_model is None else str(base_model)
         if isinstance(model, str | os.PathLike):
             from llara.model import pretrained, tokenizer_of  # errors name the folder and the fix
 
             path = str(model)
-            self.tokenizer = tokenizer if tokenizer is not None else tokenizer_of(path)
-            self.model = pretrained(AutoModel.from_pretrained, path, dtype=self.dtype)
+            check_adapter_base(path, self.base_model)
+            tokenizer_path = self.base_model or path  # an adapter has no tokenizer: its base model's
+            self.tokenizer = tokenizer if tokenizer is not None else tokenizer_of(tokenizer_path)
+            if self.base_model is not None:
+                self.model = load_merged_adapter(path, self.base_model, self.dtype)
+            else:
+                self.model = pretrained(AutoModel.from_pretrained, path, dtype=self.dtype)
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer along with a model object")
@@ -266,7 +360,8 @@ class HFEncoder:
         # none appended: the rows end with one EOS either way
         self._tokenizer_adds_eos = self.append_eos and adds_eos(self.tokenizer)
         if max_length is None:
-            max_length, self.max_length_source = default_max_length(path, self.tokenizer, self.model.config)
+            limits = self.base_model or path  # an adapter's limits are its base model's
+            max_length, self.max_length_source = default_max_length(limits, self.tokenizer, self.model.config)
         else:
             self.max_length_source = "max_length argument"
         self.max_length, self.query_max_length = max_length, query_max_length or max_length
@@ -288,7 +383,7 @@ class HFEncoder:
             "query_max_length": self.query_max_length,
             "max_length_source": self.max_length_source,
             "dtype": str(self.dtype).removeprefix("torch."),
-        }
+        } | ({"base_model": self.base_model} if self.base_model is not None else {})
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[dict[str, list[int]]]:
         """Unpadded rows (``input_ids``, ``attention_mask``, ``token_type_ids`` where the tokenizer
@@ -553,6 +648,7 @@ def build_encoder(config: dict[str, Any]) -> Encoder:
             query_prefix=config["query_prefix"],
             passage_prefix=config["passage_prefix"],
             append_eos=config.get("append_eos"),
+            base_model=config.get("base_model"),
             **common,
         )
         encoder.max_length_source = config.get("max_length_source") or encoder.max_length_source
@@ -626,6 +722,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     hf.add_argument("--query-prefix", default="")
     hf.add_argument("--passage-prefix", default="")
+    hf.add_argument(
+        "--base-model",
+        default=None,
+        help="the base model's folder of an adapter-only --model (a LoRA adapter folder with "
+        "adapter_config.json, e.g. the released RepLLaMA): the adapter is merged into it and its tokenizer "
+        "used; the hub id the adapter names is never looked up",
+    )
     ll = p.add_argument_group("llara encoder")
     ll.add_argument(
         "--prompt-style", choices=PROMPT_STYLES, default=None, help="default: the one the checkpoint records"
@@ -656,8 +759,9 @@ def resolve_lengths(config: dict[str, Any]) -> dict[str, Any]:
     config = dict(config)
     if config["max_length"] is not None:
         config["max_length_source"] = "--max-length"
-    elif config["encoder"] == "hf":
-        config["max_length"], config["max_length_source"] = default_max_length(config["model"])
+    elif config["encoder"] == "hf":  # an adapter's limits are its base model's
+        limits = config.get("base_model") or config["model"]
+        config["max_length"], config["max_length_source"] = default_max_length(limits)
     else:
         config["max_length_source"] = "checkpoint prompt layout, else the released code's"
     if config["query_max_length"] is None and config["encoder"] == "hf":
@@ -712,9 +816,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoder == "hf":
         for key in ("prompt_style", "query_prompt", "passage_prompt"):
             config.pop(key)
+        check_adapter_base(args.model, args.base_model)  # before any file is read
     else:
+        if args.base_model is not None:
+            raise DataError(
+                f"--base-model {args.base_model}: only --encoder hf loads an adapter-only model onto a base "
+                "folder; drop it (the llara encoder loads an adapter onto the base its adapter_config.json names)"
+            )
         for key in ("pooling", "normalize", "append_eos", "query_prefix", "passage_prefix"):
             config.pop(key)
+    if config["base_model"] is None:
+        config.pop("base_model")  # a full model: its shards' configuration is what it always was
     if args.what == "corpus":
         config.pop("split")  # the corpus does not depend on the split
     with cli_warnings(), progress_bars(args.progress):

@@ -256,6 +256,7 @@ def check_config(config: dict[str, Any], repo: Path | None = None) -> list[str]:
         )
     if not (variants or checkpoints or baselines):
         raise ConfigError("nothing to score: grid.variants, checkpoints and evaluate.baselines are all empty")
+    _check_checkpoints(checkpoints)
     if not variants:
         return []
     missing = [s for s in ("pretrain", "base_model", "adapt", "finetune") if s not in config]
@@ -275,6 +276,27 @@ def check_config(config: dict[str, Any], repo: Path | None = None) -> list[str]:
     negatives = _check_finetune_data(config["finetune"]["data"], datasets, hf, ev["top_k"])
     _check_prompts(gridc.get("prompts", {}))
     return negatives
+
+
+PLAIN_KEYS = ("query_prefix", "passage_prefix", "append_eos", "base_model", "base_revision")
+
+
+def _check_checkpoints(checkpoints: dict[str, Any]) -> None:
+    """A checkpoint's plain-retriever keys (prefixes, EOS, an adapter's base model) need pooling last
+    or mean: a LLaRA checkpoint (pooling slots) frames its texts with the prompts and slot tokens."""
+    for name, ckpt in checkpoints.items():
+        given = [k for k in PLAIN_KEYS if k in ckpt]
+        if ckpt.get("pooling", "slots") == "slots" and given:
+            raise ConfigError(
+                f"checkpoints.{name}.{given[0]} is for a plain decoder retriever (pooling last or mean, "
+                "encoded by llara.encode --encoder hf); with pooling slots (the default: a LLaRA "
+                "checkpoint) the prompts frame the text: set pooling, or remove the key"
+            )
+        if "base_revision" in ckpt and "base_model" not in ckpt:
+            raise ConfigError(
+                f"checkpoints.{name}.base_revision is given without base_model; add base_model (the "
+                "adapter's base model) or remove base_revision"
+            )
 
 
 def _exists(path: str, repo: Path) -> bool:

@@ -258,8 +258,14 @@ def fetched_models() -> dict[str, tuple[str, str]]:
     if VARIANTS and config["base_model"]["source"] != "tiny":
         named.append((config["base_model"]["source"], config["base_model"]["revision"]))
     named += [(c["model"], c["revision"]) for c in CHECKPOINTS.values()]
+    named += [checkpoint_base(c) for c in CHECKPOINTS.values() if "base_model" in c]  # an adapter's base
     named += [(b["model"], b["revision"]) for b in HF_BASELINES.values()]
     return {model_folder(m, r): (m, r) for m, r in named if is_hub_id(m)}
+
+
+def checkpoint_base(ckpt: dict) -> tuple[str, str]:
+    """(hub id or folder, revision) of the base model an adapter-only checkpoint is merged into."""
+    return ckpt["base_model"], ckpt.get("base_revision", "main")
 
 
 def base_model_path():
@@ -536,13 +542,16 @@ def encode_inputs(wc) -> list[str]:
     if system.family in ("llara", "retriever"):
         return [llara_model(system)] + beir_inputs(wc)
     model = (CHECKPOINTS if system.family == "checkpoint" else HF_BASELINES)[system.name]
-    return model_inputs(model["model"], model["revision"]) + beir_inputs(wc)
+    base = model_inputs(*checkpoint_base(model)) if "base_model" in model else []  # an adapter's base
+    return model_inputs(model["model"], model["revision"]) + base + beir_inputs(wc)
 
 
 def encoder_args(wc) -> str:
     """llara.encode's arguments of a system: its model and BEIR folder, and how it encodes. A LLaRA model
     takes its prompts from its checkpoint (llara_prompt.json, written by adaptation); a released
-    checkpoint's come from the config; a plain encoder's pooling from evaluate.baselines.hf."""
+    checkpoint's come from the config (one with pooling last or mean, RepLLaMA, encodes as a plain
+    decoder: its prefixes, an adapter merged into its base_model); a plain encoder's pooling from
+    evaluate.baselines.hf."""
     system = system_of(wc)
     beir = f"--beir-dir {shlex.quote(beir_dir(wc.dataset))}"
     lengths = f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"
@@ -557,6 +566,16 @@ def encoder_args(wc) -> str:
         return (
             f"--encoder llara --model {shlex.quote(llara_model(system))} {beir} "
             f"--max-length {EVAL['passage_max_length']} --query-max-length {EVAL['query_max_length']}"
+        )
+    if system.family == "checkpoint" and CHECKPOINTS[system.name]["pooling"] != "slots":
+        c = CHECKPOINTS[system.name]  # a plain decoder retriever (RepLLaMA): pooling, prefixes, EOS
+        base = f" --base-model {shlex.quote(model_folder(*checkpoint_base(c)))}" if "base_model" in c else ""
+        eos = c.get("append_eos", c["pooling"] == "last")
+        return (
+            f"--encoder hf --model {shlex.quote(model_folder(c['model'], c['revision']))}{base} {beir} "
+            f"--pooling {c['pooling']} {'--append-eos' if eos else '--no-append-eos'} "
+            f"--query-prefix {shlex.quote(c.get('query_prefix', ''))} --passage-prefix {shlex.quote(c.get('passage_prefix', ''))} "
+            f"--max-length {c['passage_max_length']} --query-max-length {c['query_max_length']}"
         )
     if system.family == "checkpoint":
         c = CHECKPOINTS[system.name]
