@@ -147,7 +147,8 @@ def run_adapt(args: AdaptArguments, training_args: TrainingArguments):
     )
 
     def load(targs: TrainingArguments) -> LlaraModel:
-        if targs.deepspeed:
+        if targs.deepspeed and kinds:  # none trains nothing: no process group (a single process
+            # without a launcher would make DeepSpeed look for MPI)
             # ZeRO-3 partitions the weights inside from_pretrained (deepspeed.zero.Init), which reads the
             # world size from DeepSpeed's comm layer; with --use_cpu nothing has set it up yet.
             import deepspeed

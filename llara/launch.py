@@ -400,6 +400,7 @@ def error_summary(err: BaseException) -> str:
     return first
 
 
+RANK_PREFIX = re.compile(r"^\[rank\d+\]:\s?")
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)(:.*)?$")
 
 
@@ -408,7 +409,8 @@ def stage_error_line(path: Path) -> str | None:
     exception line that ends its last traceback; None when it printed neither."""
     if not path.exists():
         return None
-    own = [line.rstrip() for line in stage_lines(path.read_text(errors="replace")) if line.strip()]
+    text = stage_lines(path.read_text(errors="replace"))
+    own = [RANK_PREFIX.sub("", line).rstrip() for line in text if line.strip()]  # torch's "[rank1]: "
     errors = [line for line in own if line.startswith("error:")]
     if errors:
         return errors[-1]

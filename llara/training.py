@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -251,6 +252,7 @@ def parse_stage_args(stage_class: type, argv: list[str] | None) -> tuple[Any, Tr
     nothing) prints one ``error:`` line and exits with :data:`llara.io.BAD_INPUT`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = HfArgumentParser((stage_class, TrainingArguments))
+    argv = cpu_argv(sys.argv[1:] if argv is None else list(argv))
     try:
         stage_args, training_args = parser.parse_args_into_dataclasses(args=argv)
         check_steps(training_args)
@@ -258,6 +260,23 @@ def parse_stage_args(stage_class: type, argv: list[str] | None) -> tuple[Any, Tr
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(BAD_INPUT) from None
     return stage_args, training_args
+
+
+def cpu_argv(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """``argv`` with ``--use_cpu`` added on a machine without CUDA when the stage runs as several
+    processes (``WORLD_SIZE`` > 1: srun/submitit or torchrun ranks): a CPU job of the grid, as on
+    the local SLURM cluster. Without it accelerate sets up no process group for the
+    Trainer (world size 1 on every rank: no gradient sync, every rank saving as the main process),
+    and under DeepSpeed, whose own comm layer counts every rank, the job stops at DeepSpeed's batch
+    check ("... 4 != 4 * 1 * 2"); with it the ranks join one gloo group. A single process is left as
+    it is (DeepSpeed's own discovery would then look for MPI)."""
+    env = os.environ if env is None else env
+    ranks = int(env.get("WORLD_SIZE") or 1)
+    deepspeed = any(a == "--deepspeed" or a.startswith("--deepspeed=") for a in argv)
+    if ranks > 1 and "--use_cpu" not in argv and not torch.cuda.is_available():
+        log.info("no CUDA, %d processes%s: --use_cpu added (gloo)", ranks, ", DeepSpeed" if deepspeed else "")
+        return [*argv, "--use_cpu"]
+    return argv
 
 
 def wrap_lora(

@@ -216,3 +216,24 @@ def test_adaptation_two_processes_on_cpu(config, tiny_model_dir, tmp_path):
     name = "model.layers.0.self_attn.q_proj.weight"
     trained_w, base_w = model.state_dict()[name], base.state_dict()[name]
     assert not torch.equal(trained_w, base_w)  # the saved weights are the trained ones, gathered whole
+
+
+def test_several_cpu_processes_without_cuda_get_the_cpu_accelerator(monkeypatch):
+    """A grid job on a node without CUDA (the local SLURM cluster) that runs as several ranks gets
+    ``--use_cpu``: without it the Trainer counts 1 process on every rank (no gradient sync; every
+    rank saves as the main one) and DeepSpeed's batch check stops the job. Nothing is added with
+    CUDA, for one process (with or without DeepSpeed), or when already given."""
+    import torch
+
+    from llara.training import cpu_argv
+
+    ds = ["--deepspeed", "config/deepspeed/zero1.json", "--max_steps", "3"]
+    one, two = {"WORLD_SIZE": "1"}, {"WORLD_SIZE": "2", "RANK": "1"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cpu_argv(ds, two) == [*ds, "--use_cpu"]
+    assert cpu_argv(ds, one) == ds and cpu_argv(["--deepspeed=zero1.json"], {}) == ["--deepspeed=zero1.json"]
+    assert cpu_argv(["--max_steps", "3"], two) == ["--max_steps", "3", "--use_cpu"]
+    assert cpu_argv([*ds, "--use_cpu"], two) == [*ds, "--use_cpu"]
+    assert cpu_argv(["--max_steps", "3"], one) == ["--max_steps", "3"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cpu_argv(ds, two) == ds

@@ -461,6 +461,13 @@ def test_failure_reason_falls_back_to_the_exception_line_then_to_nothing(tmp_pat
 
     write_rank_logs(tmp_path, "8", {0: "loading\n", 1: COLLATERAL})
     assert failure_reason(tmp_path, "8", 2, None).startswith("rank 1: RuntimeError: [../third_party/gloo")
+    prefixed = '[rank1]: Traceback (most recent call last):\n[rank1]:   File "x.py", line 3\n' + (
+        "[rank1]: AssertionError: Check batch related parameters. 4 != 4 * 1 * 2\n"
+    )  # torch.distributed prefixes a rank's uncaught exception with its rank
+    write_rank_logs(tmp_path, "10", {0: "loading\n", 1: prefixed})
+    assert failure_reason(tmp_path, "10", 2, None).startswith(
+        "rank 1: AssertionError: Check batch related parameters. 4 != 4 * 1 * 2"
+    )
     write_rank_logs(tmp_path, "9", {0: "loading\n"})  # rank 1 wrote no log at all
     assert failure_reason(tmp_path, "9", 2, None) == (
         "the job ended without a result from every rank (cancelled, killed or lost)"
