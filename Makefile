@@ -66,7 +66,7 @@ test-slurm: setup
 # The rehearsal of the paper's DAG (config/rehearsal.yaml) on the two-node local cluster: starts it
 # (or keeps the one running; a one-node cluster must be stopped first), runs the grid with the SLURM
 # profile, checks the outcome (tests/slurm/test_rehearsal.py) and writes its wall time to
-# REHEARSAL_DIR/wall.json. About 10 minutes on 2 cores.
+# REHEARSAL_DIR/wall.json. About 18 minutes on 2 cores (125 SLURM jobs).
 REHEARSAL_DIR ?= /tmp/llara-rehearsal
 rehearsal: setup
 	bash workflow/ci/local-slurm.sh start --nodes 2
