@@ -352,9 +352,9 @@ def test_a_preempted_command_that_saves_nothing_is_requeued_and_run_again(cluste
         ).strip()  # fmt: skip
         out, _ = low.communicate(timeout=240)
     finally:
-        if low.poll() is None:
-            low.kill()
-        subprocess.run(["scancel", *[j for j in (low_id, high) if j]], capture_output=True)
+        if low.poll() is None:  # only a launcher that did not end cancels its job: a finished job
+            low.kill()  # still completing would be recorded CANCELLED by this scancel
+            subprocess.run(["scancel", *[j for j in (low_id, high) if j]], capture_output=True)
     log = out0.read_text()
     final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
     rows = wait_for(  # sacct lags the job's end a moment
