@@ -59,6 +59,7 @@ from llara.io import (
     code_version,
     format_ids,
     jsonable,
+    read_json_object,
     utc_now,
     warn_data,
 )
@@ -215,16 +216,7 @@ def adapter_config(folder: str | os.PathLike | None) -> dict[str, Any] | None:
     castorini/repllama-v1-7b-lora-passage), or None when ``folder`` is not one."""
     if folder is None:
         return None
-    path = Path(folder, ADAPTER_CONFIG)
-    if not path.is_file():
-        return None
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); fetch the adapter again") from None
-    if not isinstance(config, dict):
-        raise DataError(f"{path}: expected a JSON object; fetch the adapter again")
-    return config
+    return read_json_object(Path(folder, ADAPTER_CONFIG), "fetch the adapter again")
 
 
 def check_adapter_base(model: str | os.PathLike, base_model: str | os.PathLike | None) -> None:

@@ -358,6 +358,21 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         ) from None
 
 
+def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file; a file that is not a JSON
+    object is a :class:`DataError` naming it, with ``fix`` (what to do about it)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object; {fix}")
+    return data
+
+
 def json_error_place(exc: json.JSONDecodeError) -> str:
     """``Expecting value at column 5``; json's own messages may already end in "at"
     (``Unterminated string starting at``), which must not become "at at column"."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from llara.grid import KINDS, N_SLOTS, PASSAGE_MAX_LENGTH, PROMPT_STYLES, QUERY_MAX_LENGTH, check_choice
-from llara.io import DataError
+from llara.io import DataError, read_json_object
 
 log = logging.getLogger("llara.layout")
 LAYOUT_FILE = "llara_prompt.json"
@@ -175,14 +175,9 @@ class PromptLayout:
     def read(cls, folder: str | Path) -> PromptLayout | None:
         """The layout ``folder`` records, or None when it has no ``llara_prompt.json``."""
         path = Path(folder, LAYOUT_FILE)
-        if not path.is_file():
+        data = read_json_object(path, "fix it or delete it (defaults apply)")
+        if data is None:
             return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"{path}: not valid JSON ({err}); fix it or delete it (defaults apply)") from None
-        if not isinstance(data, dict):
-            raise DataError(f"{path}: expected a JSON object; fix it or delete it (defaults apply)")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
