@@ -67,7 +67,7 @@ test-slurm: setup
 # (or keeps the one running; a one-node cluster must be stopped first), runs the grid with the SLURM
 # profile, checks the outcome (tests/slurm/test_rehearsal.py) and writes its wall time to
 # REHEARSAL_DIR/wall.json. About 18 minutes on 2 cores (125 SLURM jobs).
-REHEARSAL_DIR ?= /tmp/llara-rehearsal
+REHEARSAL_DIR ?= $(CURDIR)/.rehearsal
 rehearsal: setup
 	bash workflow/ci/local-slurm.sh start --nodes 2
 	LLARA_REHEARSAL_DIR=$(REHEARSAL_DIR)/run LLARA_REHEARSAL_RECORD=$(REHEARSAL_DIR)/wall.json \

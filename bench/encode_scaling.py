@@ -9,10 +9,10 @@ RSS <= 1.3x and its wall time <= 1.5x the single-shard job's.
 
 The encoder is the real ``--encoder hf`` path on a tiny random BERT (hidden 64, 2 layers) built and
 saved here, so the corpus reading, tokenising, batching and storing are what is measured. Run it
-against another checkout (e.g. ``git archive HEAD | tar -x -C /tmp/before``) with ``--code-dir``::
+against another checkout (e.g. ``git archive HEAD | tar -x -C ../before``) with ``--code-dir``::
 
     .venv/bin/python bench/encode_scaling.py --output results/bench/encode_scaling.json
-    .venv/bin/python bench/encode_scaling.py --code-dir /tmp/before --output /tmp/before.json
+    .venv/bin/python bench/encode_scaling.py --code-dir ../before --output before.json
     .venv/bin/python bench/encode_scaling.py --passages 20000 --run-shards 0     # quick
 
 Prints a markdown table; exits 1 when a target is missed.
