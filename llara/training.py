@@ -272,9 +272,8 @@ def cpu_argv(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
     it is (DeepSpeed's own discovery would then look for MPI)."""
     env = os.environ if env is None else env
     ranks = int(env.get("WORLD_SIZE") or 1)
-    deepspeed = any(a == "--deepspeed" or a.startswith("--deepspeed=") for a in argv)
     if ranks > 1 and "--use_cpu" not in argv and not torch.cuda.is_available():
-        log.info("no CUDA, %d processes%s: --use_cpu added (gloo)", ranks, ", DeepSpeed" if deepspeed else "")
+        log.info("no CUDA, %d processes: --use_cpu added (gloo)", ranks)
         return [*argv, "--use_cpu"]
     return argv
 
