@@ -404,28 +404,37 @@ RANK_PREFIX = re.compile(r"^\[rank\d+\]:\s?")
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)(:.*)?$")
 
 
-def stage_error_line(path: Path) -> str | None:
-    """The stage's own error line in one rank's error log: its last ``error: ...`` line, else the
-    exception line that ends its last traceback; None when it printed neither."""
+STAGE_FAILED = re.compile(r"^llara\.launch\.StageFailed: (the stage command was killed by signal .*)$")
+
+
+def stage_error_line(path: Path) -> tuple[int, str] | None:
+    """(priority, line): the stage's own error line in one rank's error log, best first: 0 its last
+    ``error: ...`` line; 1 the launcher's "killed by signal N" (a C++ abort, an OOM kill: the stage
+    could not say why) with the stage's last line beside it; 2 the exception line that ends its last
+    traceback (maybe a peer's collateral 'Connection closed by peer'). None when there is none."""
     if not path.exists():
         return None
-    text = stage_lines(path.read_text(errors="replace"))
+    raw = path.read_text(errors="replace")
+    text = stage_lines(raw)
     own = [RANK_PREFIX.sub("", line).rstrip() for line in text if line.strip()]  # torch's "[rank1]: "
     errors = [line for line in own if line.startswith("error:")]
     if errors:
-        return errors[-1]
+        return 0, errors[-1]
+    killed = [m.group(1) for m in map(STAGE_FAILED.match, raw.splitlines()) if m]
+    if killed:
+        return 1, f"{killed[-1]} (its last line: {own[-1]})" if own else killed[-1]
     raised = [line for line in own if EXCEPTION_LINE.match(line)]
-    return raised[-1] if raised else None
+    return (2, raised[-1]) if raised else None
 
 
 def failing_rank(folder: Path, job_id: str, ranks: int) -> tuple[int, str] | None:
     """(rank, its error line) of the rank that failed first in the sense that matters: a rank that
-    printed an ``error: ...`` line (the stage's own message) wins over one that only raised (a peer's
-    collateral 'Connection closed by peer'); the lowest such rank. None when no rank said anything."""
+    printed an ``error: ...`` line (the stage's own message) wins over one killed by a signal, which
+    wins over one that only raised (a peer's collateral 'Connection closed by peer'); the lowest rank
+    among equals. None when no rank said anything."""
     lines = [(t, stage_error_line(folder / f"{job_id}_{t}_log.err")) for t in range(ranks)]
-    said = [(t, line) for t, line in lines if line]
-    own = [(t, line) for t, line in said if line.startswith("error:")]
-    return (own or said or [None])[0]
+    said = sorted((found[0], t, found[1]) for t, found in lines if found)
+    return (said[0][1], said[0][2]) if said else None
 
 
 def failure_reason(folder: Path, job_id: str, ranks: int, summary: str | None) -> str:

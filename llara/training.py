@@ -17,15 +17,18 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
 import shutil
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -362,20 +365,37 @@ def run_stage(
     ``load`` returns a :class:`llara.model.LlaraModel`; ``plan`` returns the stage's data and loss, or
     None when there is nothing to train (the model is written as loaded); ``lora`` wraps the stock
     module. Training happens in ``OUT.partial`` and resumes from its last checkpoint. However it ends
-    (done, saved at a signal: exit 75, or failed), the process group is destroyed first."""
+    (done, saved at a signal: exit 75, or failed), the process group is left first
+    (:func:`leave_process_group`)."""
     try:
-        return _run_stage(stage, args, training_args, load=load, plan=plan, lora=lora, merge_lora=merge_lora)
-    finally:
-        leave_process_group()
+        out = _run_stage(stage, args, training_args, load=load, plan=plan, lora=lora, merge_lora=merge_lora)
+    except SystemExit as stopped:  # saved at a signal: every rank saved the same step and stops
+        leave_process_group(stopped.__traceback__, together=stopped.code == PREEMPTED)
+        raise
+    except BaseException as failed:  # a peer may be gone: no collective before leaving
+        leave_process_group(failed.__traceback__, together=False)
+        raise
+    leave_process_group(None, together=True)
+    return out
 
 
-def leave_process_group() -> None:
-    """Destroy the default process group, if any, before the interpreter ends: a rank that exited with
-    it alive was seen to abort in teardown after its work was done ("terminate called without an
-    active exception", SIGABRT), failing the job; about 4 runs in 10 of the send_user_signal
-    preemption test."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def leave_process_group(tb: TracebackType | None, *, together: bool) -> None:
+    """Leave the default process group, if any, while the interpreter is fully alive: a rank whose
+    DDP wrapper and gloo work objects were still alive at its exit was seen to abort in teardown after
+    its work was done ("terminate called without an active exception", SIGABRT), failing the job
+    (torch's own analysis: pytorch/pytorch#179291). So the trainer is freed first (the locals of a
+    failure's frames too, ``tb``), then, when every rank got here the same way (``together``: done, or
+    saved at a signal), the ranks wait for each other (rank 0 may still be writing the model), and
+    the group is destroyed. A failed rank does not wait: its peers may be gone."""
+    if tb is not None:
+        traceback.clear_frames(tb)
+    gc.collect()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if together and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    gc.collect()
 
 
 def _run_stage(

@@ -237,3 +237,78 @@ def test_several_cpu_processes_without_cuda_get_the_cpu_accelerator(monkeypatch)
     assert cpu_argv(["--max_steps", "3"], one) == ["--max_steps", "3"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert cpu_argv(ds, two) == ds
+
+
+def _leave_worker(rank: int, port: int, folder: str) -> None:
+    import datetime
+    import time as clock
+
+    import torch.distributed as dist
+
+    from llara.training import leave_process_group
+
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    if rank == 0:  # rank 0 still writes the model when rank 1 is done
+        clock.sleep(1.5)
+        (Path(folder) / "saved").write_text("done")
+    leave_process_group(None, together=True)
+    assert not dist.is_initialized()
+    if rank == 1:
+        assert (Path(folder) / "saved").exists(), "rank 1 left before rank 0 had written the model"
+
+
+def test_ranks_leave_the_process_group_together(tmp_path):
+    """A rank that finished waits for its peers before the group is destroyed (rank 0 writing the
+    model must not see rank 1 tear down under it)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_leave_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+
+
+def test_a_failed_rank_frees_its_trainer_before_leaving():
+    """The DDP wrapper held by a failed stage's frames is freed before the group is destroyed (at the
+    interpreter's exit it aborted the process: pytorch/pytorch#179291), and a failed rank does not
+    wait for peers that may be gone (world size 1 here: nothing to wait for)."""
+    import datetime
+    import socket
+    import weakref
+
+    import torch.distributed as dist
+
+    from llara.training import leave_process_group
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=0,
+        world_size=1,
+        timeout=datetime.timedelta(seconds=30),
+    )
+    seen = []
+
+    def stage() -> None:
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        ddp.cycle = ddp  # a reference cycle, as the Trainer's: only the collector frees it
+        seen.append(weakref.ref(ddp))
+        raise RuntimeError("the stage failed")
+
+    try:
+        stage()
+    except RuntimeError as failed:
+        leave_process_group(failed.__traceback__, together=False)
+        assert seen[0]() is None, "the failed stage's DDP wrapper outlived leave_process_group"
+    assert not dist.is_initialized()

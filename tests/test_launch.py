@@ -477,6 +477,35 @@ def test_failure_reason_falls_back_to_the_exception_line_then_to_nothing(tmp_pat
     )
 
 
+ABORTED = (  # rank 1 of the rehearsal's finetune job 376: a C++ abort in teardown, then submitit's report
+    "2026-12-03 08:08:51,048 llara.training INFO finetune: 200 training rows; rank 1 starts\n"
+    "terminate called without an active exception\n"
+    "submitit ERROR (2026-12-03 08:08:54,594) - Submitted job triggered an exception\n"
+    "Traceback (most recent call last):\n"
+    '  File "launch.py", line 205, in __call__\n'
+    '    raise StageFailed(f"the stage command {how}: {short}")\n'
+    "llara.launch.StageFailed: the stage command was killed by signal 6: python -m llara.finetune ...\n"
+)
+
+
+def test_failure_reason_names_a_rank_killed_by_a_signal(tmp_path):
+    from llara.launch import failure_reason
+
+    write_rank_logs(tmp_path, "376", {0: "loading\n", 1: ABORTED})
+    assert failure_reason(tmp_path, "376", 2, None) == (
+        "rank 1: the stage command was killed by signal 6: python -m llara.finetune ... (its last line: "
+        "terminate called without an active exception) (the job ended without a result from every "
+        "rank (cancelled, killed or lost))"
+    )
+    write_rank_logs(tmp_path, "377", {0: COLLATERAL, 1: ABORTED})  # the abort wins over the collateral
+    assert failure_reason(tmp_path, "377", 2, None).startswith(
+        "rank 1: the stage command was killed by signal 6"
+    )
+    own = "error: /data/x.jsonl: line 3: not JSON; fix the line\n"
+    write_rank_logs(tmp_path, "378", {0: ABORTED, 1: own})  # the stage's own message wins over both
+    assert failure_reason(tmp_path, "378", 2, None).startswith("rank 1: error: /data/x.jsonl: line 3")
+
+
 def test_a_failing_rank_of_a_two_task_job_gives_its_own_error_line(tmp_path):
     """Rank 1 of a local 2-task job fails with an ``error:`` line; rank 0 succeeds. The launcher's
     first line (the rule's reason) carries rank 1's line, not only 'the stage command exited'."""
