@@ -18,7 +18,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # where `snakemake --profile slurm` looks the profile up by name
 SLURM_PROFILE_DIR ?= $(HOME)/.config/snakemake/slurm
 
-.PHONY: setup setup-gpu grid test test-slow lint install-slurm-profile test-slurm rehearsal slurm-start slurm-stop
+.PHONY: setup setup-gpu grid test test-extended test-slow lint install-slurm-profile test-slurm rehearsal slurm-start slurm-stop
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
@@ -43,6 +43,9 @@ grid: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-extended: setup
+	$(BIN)/python -m pytest -m "extended and not slow"
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

@@ -243,7 +243,7 @@ def test_bad_inputs_name_file_line_and_field(tiny_model_dir, tmp_path, capsys):
         validate_jsonl(bad, PRETRAIN_FIELDS)
 
 
-@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI when time allows)
 @pytest.mark.parametrize("case", ["truncated last line", "empty file", "max_steps 0"])
 def test_cli_bad_input_is_one_line_and_exit_status_2(tiny_model_dir, tmp_path, case):
     rows = "".join(json.dumps(r) + "\n" for r in pretrain_rows(2))
@@ -361,6 +361,7 @@ def test_last_checkpoint_skips_one_killed_while_written(tmp_path):
     assert last_checkpoint(tmp_path / "missing") is None
 
 
+@pytest.mark.extended
 def test_a_second_trainer_on_the_same_partial_folder_is_refused(tiny_model_dir, tmp_path):
     """An orphaned trainer (its Snakemake killed) still holds <out>.partial: a new run of the same
     output is refused in one line instead of sharing (and later deleting) its checkpoints."""

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.extended  # seconds of subprocesses each: `make test-extended` (CI runs it)
+
+
 WIKI_ROW = {"id": "1", "url": "u", "title": "Nile", "text": "The Nile is a river. It is long. " * 20}
 
 

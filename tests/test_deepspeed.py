@@ -263,6 +263,7 @@ def _leave_worker(rank: int, port: int, folder: str) -> None:
         assert (Path(folder) / "saved").exists(), "rank 1 left before rank 0 had written the model"
 
 
+@pytest.mark.extended
 def test_ranks_leave_the_process_group_together(tmp_path):
     """A rank that finished waits for its peers before the group is destroyed (rank 0 writing the
     model must not see rank 1 tear down under it)."""

@@ -621,6 +621,7 @@ def test_llara_cli_reads_style_prompts_and_lengths_from_the_checkpoint(tmp_path,
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.extended
 def test_encode_cli_refuses_non_finite_vectors(tmp_path, tiny_bert_dir):
     """A model with NaN weights: exit 2, one error line naming the shard file and the first bad row,
     and no shard written (``python -m llara.encode`` in a fresh interpreter, as the workflow runs it)."""

@@ -169,7 +169,7 @@ def broken_model(kind: str, tiny_model_dir, tmp_path):
     return folder, weights
 
 
-@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI when time allows)
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
@@ -188,7 +188,7 @@ def test_cli_model_that_cannot_load_is_one_line(tiny_model_dir, tmp_path, kind, 
     assert_bad_input(done, named, message)
 
 
-@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI when time allows)
 def test_cli_empty_positive_list_is_one_line(tiny_model_dir, tmp_path):
     from conftest import assert_bad_input, run_cli
 

@@ -204,6 +204,7 @@ def test_a_variant_registered_in_the_vocabulary_alone_is_planned(tmp_path, throw
     assert "results/metrics/llara/released/ebae2/seed0/finetuned/bm25/synthetic/test.json" in tables
 
 
+@pytest.mark.extended
 def test_a_target_of_any_registered_variant_is_planned_and_other_names_are_not(tmp_path):
     cfg = copy.deepcopy(DEFAULT)
     cfg["grid"]["variants"] = ["none"]

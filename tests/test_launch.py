@@ -142,6 +142,7 @@ def test_two_tasks_get_a_distributed_environment(tmp_path):
     assert ranks[0][3:] == ranks[1][3:]  # same master address and port
 
 
+@pytest.mark.extended
 def test_sigint_cancels_the_job(tmp_path):
     marker = tmp_path / "still-running"
     cmd = [
@@ -300,6 +301,7 @@ def test_slurm_record_without_sacct_is_null_with_the_reason(tmp_path, monkeypatc
     assert rec["note"].startswith("sacct not found on PATH")
 
 
+@pytest.mark.extended
 def test_local_job_record_and_snakemake_benchmark_feed_the_cost_table(tmp_path):
     """A real Snakemake run of two rules laid out as the grid's adapt/fine-tune, each a local
     launcher job that burns CPU and holds 150 MB, with a `benchmark:`; llara.tables reads the files."""

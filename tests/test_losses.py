@@ -635,6 +635,7 @@ def _cross_device_worker(rank: int, world_size: int, port: int) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.extended
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_info_nce_cross_device_two_processes_gloo():
     world_size = 2

@@ -75,6 +75,7 @@ def job_stats(text: str) -> dict[str, int]:
 
 
 # ---- the paper config -----------------------------------------------------------------------------
+@pytest.mark.extended
 def test_paper_plan_counts_equal_snakemakes_job_stats(runs):
     assert runs["paper"].returncode == 0, runs["paper"].stderr[-3000:]
     assert runs["stats"].returncode == 0, runs["stats"].stderr[-3000:]

@@ -191,6 +191,7 @@ def test_hf_encoder_append_eos_is_an_option(tiny_llama_dir, bert):
         HFEncoder(tiny_llama_dir, pooling="slots", progress=False)
 
 
+@pytest.mark.extended
 def test_encode_cli_pooling_last_records_it(tmp_path, tiny_llama_dir):
     """``python -m llara.encode --encoder hf --pooling last`` in a fresh interpreter, as the workflow
     runs it: the shard's marker records the pooling and the EOS, and the vectors are the encoder's."""

@@ -27,6 +27,9 @@ from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
 from llara.shards import load_embeddings, shard_paths
 
+pytestmark = pytest.mark.extended  # seconds of subprocesses each: `make test-extended` (CI runs it)
+
+
 REPO = Path(__file__).resolve().parents[1]
 FAKE_BASE = "no-such-org/tiny-llama-2-base"  # what adapter_config.json names: never looked up
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -353,7 +353,7 @@ def test_finetune_refuses_an_eos_after_slots(tiny_model_dir, tmp_path, capsys):
     assert "unknown --layout_preset 'tevatron'; valid: llara, repllama" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # two subprocesses, ~30 s: `make test-slow` (CI runs it)
+@pytest.mark.slow  # two subprocesses, ~30 s: `make test-slow` (CI when time allows)
 def test_finetune_then_encode_clis_from_a_plain_base(tiny_model_dir, tmp_path):
     """``python -m llara.finetune --layout_preset repllama`` on a plain base, then ``python -m llara.encode
     --encoder llara`` with no layout flag: the vectors are the merged model's EOS states by hand."""

@@ -320,6 +320,7 @@ SUBSAMPLE_EXPECTED = {
 }
 
 
+@pytest.mark.extended
 def test_minilm_scifact_subsample_exact_values(tmp_path):
     if not SCIFACT.is_dir():
         pytest.skip(f"{SCIFACT} is missing: put the project's shared/ folder beside the repository")

@@ -61,6 +61,7 @@ def paper_plan(tmp_path_factory) -> list[tuple[str, str]]:
     return shell_commands(dry_run(tmp, REPO / "config" / "paper.yaml", REPO / "config" / "site.example.yaml"))
 
 
+@pytest.mark.extended
 def test_paper_with_the_site_file_runs_nothing_heavy_on_the_login_node(paper_plan):
     assert len(paper_plan) > 800
     stages_seen = set()
@@ -79,6 +80,7 @@ def test_paper_with_the_site_file_runs_nothing_heavy_on_the_login_node(paper_pla
     assert stages_seen == {"wiki", "adapt", "finetune", "encode", "search", "bm25"}
 
 
+@pytest.mark.extended
 def test_each_stage_gets_what_the_site_file_gave_it(paper_plan):
     site = yaml.safe_load((REPO / "config" / "site.example.yaml").read_text())["launcher"]
     by_rule: dict[str, list] = {}
@@ -123,6 +125,7 @@ def test_the_slurm_profile_without_a_site_file_says_what_to_do(tmp_path):
     assert "config/site.example.yaml" in r.stderr + r.stdout
 
 
+@pytest.mark.extended
 def test_numbers_can_be_given_with_config_on_the_command_line(tmp_path):
     """What the README shows: --config "finetune={'max_steps': 150}" (Snakemake passes 150 as a string)."""
     out = dry_run(
@@ -141,6 +144,7 @@ def test_numbers_can_be_given_with_config_on_the_command_line(tmp_path):
     )
 
 
+@pytest.mark.extended
 def test_a_local_base_model_folder_is_not_fetched(tmp_path):
     folder = tmp_path / "my-llama"
     folder.mkdir()

@@ -28,6 +28,9 @@ from llara.runs import ranked, read_trec_run
 from llara.score import score
 from llara.search import search_exact, to_run
 
+pytestmark = pytest.mark.extended  # seconds of subprocesses each: `make test-extended` (CI runs it)
+
+
 NUM_QUERIES, NUM_OTHER_DOCS = 40, 100
 QUERY_MAX, PASSAGE_MAX = 32, 48  # short: passages are truncated before the suffix, and encoding is quick
 
@@ -359,7 +362,7 @@ def test_cli_writes_atomically_and_refuses_to_clobber(slotted_model_dir, tmp_pat
     np.testing.assert_allclose(model.encode_query(["music"], convert_to_numpy=True), p, atol=1e-6)
 
 
-@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI when time allows)
 def test_cli_export_names_the_package_class_and_loads_in_a_fresh_interpreter(slotted_model_dir, tmp_path):
     """``python -m llara.st`` runs st.py as __main__: the modules.json it writes must still name
     ``llara.st.LlaraSTModule`` (a class of ``__main__`` cannot be imported by whoever loads the folder)."""

@@ -102,6 +102,7 @@ def expected_counts(cfg: dict) -> dict[str, int]:
 RECIPES = sorted(p.name for p in (REPO / "config").glob("*.yaml") if not p.name.startswith("site."))
 
 
+@pytest.mark.extended  # a Snakemake dry run per config, 2-6 s each
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_shipped_config_plans(tmp_path, name):
     r = snakemake(tmp_path, REPO / "config" / name, "-n")
@@ -188,6 +189,7 @@ def test_seeds_reach_adaptation_fine_tuning_and_mining(tmp_path):
         assert f"--negatives bm25 --num-negs 7 --depth 50 --seed {seed} " in mine
 
 
+@pytest.mark.extended
 def test_negatives_axis_crosses_the_variants(tmp_path):
     cfg = copy.deepcopy(DEFAULT)
     cfg["grid"].update(variants=["none", "joint"], seeds=[0])
@@ -239,6 +241,7 @@ def test_negatives_axis_crosses_the_variants(tmp_path):
     assert "--run results/runs/baseline/minilm/synthetic-pretrain/train.trec " in mine and "--seed 0 " in mine
 
 
+@pytest.mark.extended
 def test_finetuning_sources_synthetic_and_beir_train(tmp_path):
     """source synthetic: the pre-training group's queries (resources/synthetic/pretrain-beir), whose corpus
     is searched for dense mining but never scored; beir_train: the evaluated dataset's own train split."""
@@ -271,6 +274,7 @@ def test_finetuning_sources_synthetic_and_beir_train(tmp_path):
     assert r.returncode != 0 and "evaluate.datasets.synthetic-pretrain" in r.stderr + r.stdout
 
 
+@pytest.mark.extended
 def test_paper_config_plans_msmarco_dev_sharded(tmp_path):
     r = snakemake(tmp_path, REPO / "config" / "paper.yaml", "-n", "-p", "results/tables/ndcg10.md")
     commands = shell_commands(r)
@@ -285,6 +289,7 @@ def test_paper_config_plans_msmarco_dev_sharded(tmp_path):
     assert small and all("--num-shards 0001 " in c for c in small)
 
 
+@pytest.mark.extended
 def test_released_checkpoints_config_plans_no_training(tmp_path):
     """config/released.yaml: the BAAI checkpoints through our encoder, prompts and lengths of their
     cards, LLARA-pretrain as a zero-shot row; nothing is trained."""
@@ -326,6 +331,7 @@ def test_no_ruleorder_and_every_heavy_rule_is_benchmarked():
             assert "--record {output.job}" in body, rule
 
 
+@pytest.mark.extended  # a Snakemake dry run per case, ~2 s each
 @pytest.mark.parametrize(
     "path, bad, message",
     [
@@ -609,6 +615,7 @@ def baseline_only(tmp_path: Path, dataset: dict) -> dict:
     }
 
 
+@pytest.mark.extended
 def test_the_end_of_a_run_shows_the_table_or_the_failed_rule(tmp_path):
     """onsuccess: the last lines (after Snakemake's own, stderr included) are the main table and where
     the files are; onerror: which rule failed and the path of its log."""
@@ -677,6 +684,7 @@ def test_evaluation_is_one_rule_per_step():
     ]  # fmt: skip
 
 
+@pytest.mark.extended
 def test_rules_run_the_python_that_runs_snakemake(tmp_path):
     """With a PATH that holds no project environment (only the system's Python, which lacks the
     project's packages), `.venv/bin/snakemake` still runs every rule with its own interpreter."""
@@ -690,7 +698,7 @@ def test_rules_run_the_python_that_runs_snakemake(tmp_path):
     assert (tmp_path / "w" / "results" / "tables" / "long.parquet").is_file()
 
 
-@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI runs it)
+@pytest.mark.slow  # a subprocess per case, ~10-25 s each: `make test-slow` (CI when time allows)
 def test_a_local_dataset_is_an_input_so_editing_it_reruns_its_scores(tmp_path):
     """source: path: the folder's files are rule inputs; cutting its qrels to 3 queries reruns BM25's
     score (and the tables) instead of "Nothing to be done"."""
