@@ -765,17 +765,18 @@ def cost_markdown(cost: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "
             name += f" ({seeds[key]} seeds)"
         reference = (baseline, style, stage, negatives)
         delta = row[metric] - mean.loc[reference, metric] if reference in mean.index else np.nan
-        cells = _cost_cells(row, style, stage, gpu, metric, np.nan if variant == baseline else delta)
+        cells = _cost_cells(row, stage, gpu, metric, np.nan if variant == baseline else delta)
         lines.append("| " + " | ".join([name, prompts.get(key, "-"), *cells]) + " |")
     return "\n".join(lines + _cost_notes(df, gpu, unit, metric, baseline)) + "\n"
 
 
-def _cost_cells(row: pd.Series, style: str, stage: str, gpu: bool, metric: str, delta: float) -> list[str]:
-    """adaptation hours, fine-tuning hours, passages/s, metric, delta, delta per adaptation hour."""
+def _cost_cells(row: pd.Series, stage: str, gpu: bool, metric: str, delta: float) -> list[str]:
+    """adaptation hours, fine-tuning hours, passages/s, metric, delta, delta per adaptation hour ("–"
+    where a system has no such job: a baseline, RepLLaMA's adaptation)."""
 
     def hours(part: str) -> tuple[float, str]:
         h = row.get(f"{part}_gpu_hours" if gpu else f"{part}_cpu_hours", np.nan)
-        if pd.isna(h) or style == "-":
+        if pd.isna(h):
             return np.nan, "–"
         return h, f"{h:.4f}" if gpu else f"{h:.4f} / {row[f'{part}_wall_hours']:.4f}"
 

@@ -703,6 +703,22 @@ def test_cost_with_stages_and_negatives(tmp_path):
     )
 
 
+def test_cost_of_a_retriever_shows_its_fine_tuning_and_no_adaptation(tmp_path):
+    """RepLLaMA (retriever/repllama/seed0/..., no prompt style, no adaptation): its fine-tuned row has
+    the fine-tuning job's hours (it read "–" before), its zero-shot row none, and no adaptation."""
+    root = tmp_path / "results"
+    metrics, benchmarks = [], []
+    for stage, value in (("zeroshot", 0.1), ("finetuned/bm25", 0.4)):
+        prov = {"variant": "repllama", "dataset": "scifact", "split": "test", "seed": 0}
+        path = root / "metrics" / f"retriever/repllama/seed0/{stage}/scifact/test.json"
+        metrics.append(write(path, metrics_json([value] * 5, **prov)))
+    f = root / "benchmarks" / "finetune" / "retriever/repllama/seed0/finetuned/bm25.tsv"
+    benchmarks.append(bench(f, 0.25 * 3600, 1, job=local_job(1, 0.25 * 3600)))
+    md = cost_markdown(cost_table(load_runs(metrics), benchmarks))
+    assert "| repllama fine-tuned | - | – | 0.2500 | – | 0.4000 | – | – |" in md
+    assert "| repllama zero-shot | - | – | – | – | 0.1000 | – | – |" in md
+
+
 def test_deltas_against_repllama_the_papers_comparison(grid, tmp_path):
     """A RepLLaMA run per seed and stage (retriever/repllama/seed<N>/<stage>, no prompt style): every
     variant is compared with it at the same seed and stage, beside the comparison with `none`."""
