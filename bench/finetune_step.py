@@ -12,6 +12,7 @@ padded shapes, the step time, the matrix products' GFLOP/s and torch's profile o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -28,9 +29,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--group", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument(
+        "--variant",
+        choices=("sdpa", "math", "eager", "bf16", "compile"),
+        default="sdpa",
+        help="sdpa (the stage's path), sdpa's math kernel, eager attention, bf16 autocast, torch.compile",
+    )
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    llara = LlaraModel.from_pretrained(args.model, head=False, attn_implementation="sdpa")
+    attn = "eager" if args.variant == "eager" else "sdpa"
+    llara = LlaraModel.from_pretrained(args.model, head=False, attn_implementation=attn)
     data = load_rows(args.train_file, FINETUNE_FIELDS, args.batch)
     rows = [data[i] for i in range(len(data))]
     layout = llara.layout
@@ -46,13 +54,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     net = llara.model
     net.train()
+    if args.variant == "compile":
+        net = torch.compile(net, dynamic=True)
+
+    def context() -> contextlib.AbstractContextManager:
+        if args.variant == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        if args.variant == "math":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            return sdpa_kernel(SDPBackend.MATH)
+        return contextlib.nullcontext()
 
     def step() -> None:
-        out = llara.contrastive_loss(queries, passages, temperature=0.01, group_size=args.group, net=net)
+        with context():
+            out = llara.contrastive_loss(queries, passages, temperature=0.01, group_size=args.group, net=net)
         out.loss.backward()
 
+    start = time.perf_counter()
     for _ in range(2):
         step()
+    print(f"{args.variant}: two warm-up steps {time.perf_counter() - start:.1f} s (compilation included)")
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
