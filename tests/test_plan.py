@@ -141,7 +141,7 @@ def test_default_plan_json(runs):
     result = json.loads(runs["default"].stdout)
     assert result["config_files"] == [str(plan.DEFAULT_CONFIG)]
     stages = {s["rule"]: s for s in result["stages"]}
-    assert stages["adapt"]["jobs"] == 12 and stages["adapt"]["launched"] == 12  # 4 variants x 3 seeds
+    assert stages["adapt"]["jobs"] == 8 and stages["adapt"]["launched"] == 8  # 4 variants x 2 seeds
     assert result["gpu_hours_requested"] == 0
     config = yaml.safe_load(plan.DEFAULT_CONFIG.read_text())
     (synthetic,) = result["embeddings"]
