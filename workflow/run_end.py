@@ -76,7 +76,8 @@ def success_message(
     lines.append(f"Tables: {folder}/  ({', '.join(names)})")
     lines.append(f'  pandas: pd.read_parquet("{folder / "long.parquet"}")')
     lines.append(
-        "  deltas.md: each variant against `none` per stage (mean +/- 95% CI over seeds, paired tests, Holm)"
+        "  deltas.md: each variant against `none` (the ablation) and against each retriever such as RepLLaMA "
+        "(the paper's comparison) per stage (mean +/- 95% CI over seeds, paired tests, Holm)"
     )
     lines.append("  cost.md: adaptation / fine-tuning hours, encoding throughput")
     models = sorted((workdir / "results" / "finetune").glob("*/*/seed*/*/model-st"))

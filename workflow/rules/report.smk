@@ -1,5 +1,5 @@
 # The user-facing result: the main table (systems x datasets, zero-shot and fine-tuned side by side, mean
-# +/- 95% CI over seeds), deltas against `none` per stage with paired tests and Holm correction, a chart,
+# +/- 95% CI over seeds), deltas against `none` and against RepLLaMA per stage with paired tests and Holm correction, a chart,
 # and the cost of each system (adaptation / fine-tuning hours, encoding throughput, NDCG@10 per hour).
 
 
