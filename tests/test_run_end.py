@@ -137,3 +137,11 @@ def test_success_message_nothing_done(tmp_path):
         tmp_path, "results/tables/main.md", [], time.time() + 10, nothing_done=True
     )
     assert "Nothing to be done; the tables from " in text and "| a |" in text
+
+
+def test_success_message_names_both_comparisons_of_the_deltas(tmp_path):
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    (tmp_path / "results" / "tables" / "main.md").write_text("| a |\n")
+    text = run_end.success_message(tmp_path, "results/tables/main.md", [], time.time())
+    (line,) = [row for row in text.splitlines() if "deltas.md:" in row]
+    assert "against `none` (the ablation)" in line and "RepLLaMA (the paper's comparison)" in line
